@@ -1,0 +1,75 @@
+//! How an HTTP answer is read as SUCCESS / FAILURE / ONGOING / error.
+//!
+//! These are the reference client's rules (`../shared/PROTOCOL.md` §3.4), which the DTM server
+//! applies to branch answers too:
+//! 1. status 425, or a body containing `ONGOING` → ONGOING;
+//! 2. status 409, or a body containing `FAILURE` → FAILURE;
+//! 3. any other status but 200 → an ordinary (retryable) error;
+//! 4. 200 → SUCCESS.
+
+use crate::{DtmResult, Error, Result};
+
+/// The HTTP status DTM reads as `FAILURE`.
+pub const STATUS_FAILURE: u16 = 409;
+/// The HTTP status DTM reads as `ONGOING`.
+pub const STATUS_ONGOING: u16 = 425;
+
+/// Reads an HTTP answer the way DTM does.
+///
+/// Returns the [`DtmResult`] it means, or [`Error::Status`] for a status without protocol
+/// meaning.
+pub fn classify(url: &str, status: u16, body: &str) -> Result<DtmResult> {
+    if status == STATUS_ONGOING || body.contains(DtmResult::Ongoing.as_str()) {
+        Ok(DtmResult::Ongoing)
+    } else if status == STATUS_FAILURE || body.contains(DtmResult::Failure.as_str()) {
+        Ok(DtmResult::Failure)
+    } else if status != 200 {
+        Err(Error::Status {
+            url: url.to_owned(),
+            status,
+            body: body.to_owned(),
+        })
+    } else {
+        Ok(DtmResult::Success)
+    }
+}
+
+/// Like [`classify`], but anything other than SUCCESS becomes an error:
+/// [`Error::Failure`] / [`Error::Ongoing`] carrying the body, or [`Error::Status`].
+pub fn expect_success(url: &str, status: u16, body: &str) -> Result<()> {
+    match classify(url, status, body)? {
+        DtmResult::Success => Ok(()),
+        DtmResult::Failure => Err(Error::failure(body)),
+        DtmResult::Ongoing => Err(Error::ongoing(body)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_and_body_rules_in_order() {
+        let c = |status, body| classify("u", status, body).map_err(|e| e.to_string());
+        assert_eq!(c(200, "{}"), Ok(DtmResult::Success));
+        assert_eq!(c(425, ""), Ok(DtmResult::Ongoing));
+        assert_eq!(c(409, ""), Ok(DtmResult::Failure));
+        // Legacy answers: 200 with the result in the body.
+        assert_eq!(c(200, r#"{"dtm_result":"FAILURE"}"#), Ok(DtmResult::Failure));
+        assert_eq!(c(200, r#"{"dtm_result":"ONGOING"}"#), Ok(DtmResult::Ongoing));
+        // ONGOING is checked before FAILURE, and body words win over the status.
+        assert_eq!(c(409, "ONGOING"), Ok(DtmResult::Ongoing));
+        assert_eq!(c(500, "upstream said FAILURE"), Ok(DtmResult::Failure));
+        assert_eq!(c(500, "boom"), Err("u answered HTTP 500: boom".to_owned()));
+        assert_eq!(c(404, ""), Err("u answered HTTP 404: ".to_owned()));
+    }
+
+    #[test]
+    fn expect_success_keeps_the_body() {
+        let err = expect_success("u", 409, "no money").unwrap_err();
+        assert!(err.is_failure());
+        assert_eq!(err.to_string(), "FAILURE: no money");
+        assert!(expect_success("u", 425, "").unwrap_err().is_ongoing());
+        assert!(expect_success("u", 200, "{}").is_ok());
+    }
+}

@@ -1,0 +1,394 @@
+//! The HTTP client to a DTM server.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use reqwest::{Method, Url};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::answer;
+use crate::trans::TransBody;
+use crate::{BranchInfo, Error, Result};
+
+/// The default total timeout of a call to the server when [`DtmClient::new`] builds the HTTP
+/// client. Generous because a `wait_result` submit processes the branches inside the call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client of one DTM server over HTTP.
+///
+/// Cheap to clone (an [`Arc`] inside): build one per process and share it. It holds the
+/// server's API base URL, such as `http://localhost:36789/api/dtmsvr`, and a
+/// [`reqwest::Client`], which is also used for the calls the SDK makes to branches itself
+/// (TCC try, message query). Inject your own client with [`DtmClient::builder`] to set TLS,
+/// proxies or timeouts.
+///
+/// ```no_run
+/// # async fn demo() -> dtmcli::Result<()> {
+/// let dtm = dtmcli::DtmClient::new("http://localhost:36789/api/dtmsvr")?;
+/// let gid = dtm.new_gid().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct DtmClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The base URL without a trailing slash.
+    server: String,
+    http: reqwest::Client,
+}
+
+impl fmt::Debug for DtmClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DtmClient")
+            .field("server", &self.inner.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`DtmClient`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until you call build()"]
+pub struct DtmClientBuilder {
+    server: String,
+    http: Option<reqwest::Client>,
+    timeout: Duration,
+    connect_timeout: Option<Duration>,
+}
+
+impl DtmClientBuilder {
+    /// Uses this HTTP client instead of building one (the timeouts below are then ignored).
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// The total timeout of each call (default [`DEFAULT_TIMEOUT`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The timeout for establishing a connection (default: none beyond `timeout`).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Checks the server URL and builds the client.
+    pub fn build(self) -> Result<DtmClient> {
+        let server = self.server.trim_end_matches('/').to_owned();
+        let parsed = Url::parse(&server)
+            .map_err(|e| Error::InvalidArgument(format!("DTM server URL {server:?}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(Error::InvalidArgument(format!(
+                "DTM server URL {server:?} must start with http:// or https://"
+            )));
+        }
+        let http = match self.http {
+            Some(http) => http,
+            None => {
+                let mut b = reqwest::Client::builder().timeout(self.timeout);
+                if let Some(t) = self.connect_timeout {
+                    b = b.connect_timeout(t);
+                }
+                b.build().map_err(|source| Error::Request {
+                    url: server.clone(),
+                    source,
+                })?
+            }
+        };
+        Ok(DtmClient {
+            inner: Arc::new(Inner { server, http }),
+        })
+    }
+}
+
+/// A branch's answer to a call the SDK made itself (a TCC try, for example).
+#[derive(Debug, Clone)]
+pub struct BranchResponse {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl BranchResponse {
+    /// The HTTP status code (2xx: the SDK turns other answers into errors).
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The body bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body decoded from JSON.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.body).map_err(|source| Error::Decode {
+            url: "branch response".to_owned(),
+            source,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct GidReply {
+    gid: String,
+}
+
+impl DtmClient {
+    /// A client of the server at `server` (the API base, e.g.
+    /// `http://localhost:36789/api/dtmsvr`) with a default HTTP client.
+    pub fn new(server: impl Into<String>) -> Result<Self> {
+        Self::builder(server).build()
+    }
+
+    /// A builder for a client of the server at `server`.
+    pub fn builder(server: impl Into<String>) -> DtmClientBuilder {
+        DtmClientBuilder {
+            server: server.into(),
+            http: None,
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: None,
+        }
+    }
+
+    /// The server's API base URL, without a trailing slash.
+    pub fn server(&self) -> &str {
+        &self.inner.server
+    }
+
+    /// The HTTP client in use.
+    pub fn http_client(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// The same HTTP client pointed at another server (a nested TCC talks to the server named
+    /// in the incoming request).
+    pub(crate) fn with_server(&self, server: &str) -> Result<DtmClient> {
+        Self::builder(server)
+            .http_client(self.inner.http.clone())
+            .build()
+    }
+
+    /// A new global transaction id from the server (`GET /newGid`).
+    ///
+    /// [`crate::local_gid`] makes one without a round trip.
+    pub async fn new_gid(&self) -> Result<String> {
+        let reply: GidReply = self.get("newGid", &[]).await?;
+        if reply.gid.is_empty() {
+            return Err(Error::InvalidArgument(
+                "the server returned an empty gid".into(),
+            ));
+        }
+        Ok(reply.gid)
+    }
+
+    /// Subscribes `url` to `topic`, for messages with [`crate::Msg::add_topic`] steps.
+    ///
+    /// The server sees new subscriptions only after its next topic refresh
+    /// (`ConfigUpdateInterval`, 3 s by default).
+    pub async fn subscribe(&self, topic: &str, url: &str, remark: &str) -> Result<()> {
+        self.get_ok(
+            Method::GET,
+            "subscribe",
+            &[("topic", topic), ("url", url), ("remark", remark)],
+        )
+        .await
+    }
+
+    /// Removes `url` from `topic`'s subscribers.
+    pub async fn unsubscribe(&self, topic: &str, url: &str) -> Result<()> {
+        self.get_ok(Method::GET, "unsubscribe", &[("topic", topic), ("url", url)])
+            .await
+    }
+
+    /// Deletes `topic` and all its subscriptions.
+    pub async fn delete_topic(&self, topic: &str) -> Result<()> {
+        let path = format!("topic/{}", encode_path_segment(topic));
+        self.get_ok(Method::DELETE, &path, &[]).await
+    }
+
+    /// Ends an unfinished transaction as `failed` at once, without compensating anything.
+    pub async fn force_stop(&self, gid: &str) -> Result<()> {
+        self.post("forceStop", &GidBody { gid }).await
+    }
+
+    /// Makes the server retry an unfinished transaction now instead of at its next cron time.
+    pub async fn reset_next_cron_time(&self, gid: &str) -> Result<()> {
+        self.post("resetNextCronTime", &GidBody { gid }).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.inner.server, path)
+    }
+
+    /// POSTs a transaction body to a mutating route and checks the answer.
+    pub(crate) async fn post_trans(&self, path: &str, body: &TransBody<'_>) -> Result<()> {
+        tracing::debug!(gid = body.gid, trans_type = %body.trans_type, path, "dtm call");
+        self.post(path, body).await
+    }
+
+    pub(crate) async fn post<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> Result<()> {
+        let url = self.url(path);
+        let body = serde_json::to_vec(body).map_err(|e| Error::payload(path, e))?;
+        let req = self
+            .inner
+            .http
+            .post(&url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        let (status, text) = send(&url, req).await?;
+        answer::expect_success(&url, status, &text)
+    }
+
+    async fn get_ok(&self, method: Method, path: &str, query: &[(&str, &str)]) -> Result<()> {
+        let url = with_query(&self.url(path), query.iter().copied())?;
+        let (status, text) = send(&url, self.inner.http.request(method, url.as_str())).await?;
+        answer::expect_success(&url, status, &text)
+    }
+
+    /// A GET whose 200 body is decoded; read routes are judged by status alone, because stored
+    /// reasons may legitimately contain the words FAILURE or ONGOING.
+    pub(crate) async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T> {
+        let url = with_query(&self.url(path), query.iter().copied())?;
+        let (status, text) = send(&url, self.inner.http.get(url.as_str())).await?;
+        if status != 200 {
+            answer::expect_success(&url, status, &text)?;
+        }
+        serde_json::from_str(&text).map_err(|source| Error::Decode { url, source })
+    }
+
+    /// Calls a branch the way DTM would, with the branch info in the query string and the
+    /// transaction's branch headers; anything but SUCCESS is an error.
+    pub(crate) async fn call_branch(
+        &self,
+        url: &str,
+        info: &BranchInfo,
+        body: Option<Vec<u8>>,
+        headers: &BTreeMap<String, String>,
+    ) -> Result<BranchResponse> {
+        let full = with_query(url, info.query_pairs())?;
+        let mut req = match body {
+            Some(body) => self
+                .inner
+                .http
+                .post(full.as_str())
+                .header(CONTENT_TYPE, "application/json")
+                .body(body),
+            None => self.inner.http.get(full.as_str()),
+        };
+        for (name, value) in headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| Error::InvalidArgument(format!("branch header {name:?}: {e}")))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| Error::InvalidArgument(format!("branch header value {value:?}: {e}")))?;
+            req = req.header(name, value);
+        }
+        tracing::debug!(url, gid = %info.gid, branch_id = %info.branch_id, op = %info.op, "branch call");
+        let resp = req.send().await.map_err(|source| Error::Request {
+            url: strip_query(url),
+            source,
+        })?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(|source| Error::Request {
+            url: strip_query(url),
+            source,
+        })?;
+        answer::expect_success(&strip_query(url), status, &String::from_utf8_lossy(&body))?;
+        Ok(BranchResponse {
+            status,
+            body: body.to_vec(),
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct GidBody<'a> {
+    gid: &'a str,
+}
+
+async fn send(url: &str, req: reqwest::RequestBuilder) -> Result<(u16, String)> {
+    let resp = req.send().await.map_err(|source| Error::Request {
+        url: strip_query(url),
+        source,
+    })?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await.map_err(|source| Error::Request {
+        url: strip_query(url),
+        source,
+    })?;
+    Ok((status, text))
+}
+
+/// Appends query pairs to a URL, keeping any query it already has.
+pub(crate) fn with_query<'a>(
+    url: &str,
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<String> {
+    let mut parsed = Url::parse(url)
+        .map_err(|e| Error::InvalidArgument(format!("branch URL {url:?}: {e}")))?;
+    {
+        let mut q = parsed.query_pairs_mut();
+        for (k, v) in pairs {
+            q.append_pair(k, v);
+        }
+    }
+    Ok(parsed.into())
+}
+
+fn strip_query(url: &str) -> String {
+    url.split('?').next().unwrap_or(url).to_owned()
+}
+
+fn encode_path_segment(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_url_is_checked_and_trimmed() {
+        let c = DtmClient::new("http://localhost:36789/api/dtmsvr/").unwrap();
+        assert_eq!(c.server(), "http://localhost:36789/api/dtmsvr");
+        assert!(matches!(
+            DtmClient::new("localhost:36789").unwrap_err(),
+            Error::InvalidArgument(_)
+        ));
+        assert!(DtmClient::new("ftp://x/api").is_err());
+    }
+
+    #[test]
+    fn query_is_appended_to_existing_one() {
+        let u = with_query("http://h/p?x=1", [("gid", "a b"), ("op", "try")]).unwrap();
+        assert_eq!(u, "http://h/p?x=1&gid=a+b&op=try");
+        assert_eq!(strip_query(&u), "http://h/p");
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_is_an_error_not_a_panic() {
+        // Port 9 on loopback: nothing listens there in the test environment.
+        let c = DtmClient::new("http://127.0.0.1:9/api/dtmsvr").unwrap();
+        let err = c.new_gid().await.unwrap_err();
+        assert!(matches!(err, Error::Request { .. }), "{err:?}");
+        assert!(err.to_string().contains("127.0.0.1:9/api/dtmsvr/newGid"));
+    }
+}

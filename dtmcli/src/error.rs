@@ -1,0 +1,156 @@
+//! The error type shared by the client and the branch side.
+
+use std::sync::Arc;
+
+/// A `Result` whose error defaults to [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong talking to DTM or to a branch, and what a branch handler
+/// reports back to DTM.
+///
+/// [`Error::Failure`] and [`Error::Ongoing`] carry the protocol meaning of `FAILURE` and
+/// `ONGOING`: a branch handler that returns them answers DTM with 409 / 425 (with the `axum`
+/// feature, `Error` implements `IntoResponse`). Every other variant is an ordinary error, which
+/// DTM retries with backoff when a branch answers it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `FAILURE`: the operation failed for good and the global transaction should roll back.
+    ///
+    /// Produced when a branch or the server answers 409 or a body containing `FAILURE`.
+    #[error("FAILURE: {message}")]
+    Failure {
+        /// What the failing side said (the response body, or a handler's reason).
+        message: String,
+    },
+
+    /// `ONGOING`: the operation is not finished; ask again later.
+    ///
+    /// Produced when a branch or the server answers 425 or a body containing `ONGOING`.
+    #[error("ONGOING: {message}")]
+    Ongoing {
+        /// What the answering side said.
+        message: String,
+    },
+
+    /// A call was answered with an HTTP status the protocol gives no meaning to.
+    #[error("{url} answered HTTP {status}: {body}")]
+    Status {
+        /// The URL that was called (without its query).
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+        /// The response body, as text.
+        body: String,
+    },
+
+    /// The HTTP request itself failed: connection refused, timeout, invalid URL, ...
+    #[cfg(feature = "http")]
+    #[error("request to {url} failed: {source}")]
+    Request {
+        /// The URL that was called (without its query).
+        url: String,
+        /// The underlying transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// A payload given to a builder could not be serialized to JSON.
+    #[error("cannot serialize the payload of {what}: {source}")]
+    Payload {
+        /// Which payload (for example `saga step 2`).
+        what: String,
+        /// The serializer's error.
+        #[source]
+        source: Arc<serde_json::Error>,
+    },
+
+    /// A response could not be decoded.
+    #[error("cannot decode the answer of {url}: {source}")]
+    Decode {
+        /// The URL that was called.
+        url: String,
+        /// The decoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A branch request lacks a piece of transaction information.
+    #[error("missing transaction info: `{0}` is absent or empty")]
+    MissingField(&'static str),
+
+    /// An argument or a received value is not acceptable.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// Any other error, typically raised by business code inside a branch handler or a
+    /// transaction closure.
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    /// A `FAILURE` with the given reason: the global transaction should roll back.
+    pub fn failure(message: impl Into<String>) -> Self {
+        Error::Failure {
+            message: message.into(),
+        }
+    }
+
+    /// An `ONGOING` with the given explanation: DTM asks again later.
+    pub fn ongoing(message: impl Into<String>) -> Self {
+        Error::Ongoing {
+            message: message.into(),
+        }
+    }
+
+    /// Wraps any error; a branch handler returning it answers 500, which DTM retries.
+    pub fn other(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Error::Other(error.into())
+    }
+
+    /// Whether this error means `FAILURE`.
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Error::Failure { .. })
+    }
+
+    /// Whether this error means `ONGOING`.
+    pub fn is_ongoing(&self) -> bool {
+        matches!(self, Error::Ongoing { .. })
+    }
+
+    pub(crate) fn payload(what: impl Into<String>, source: serde_json::Error) -> Self {
+        Error::Payload {
+            what: what.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    /// A copy of a builder's deferred payload error (those are returned on every submit).
+    pub(crate) fn clone_payload(&self) -> Self {
+        match self {
+            Error::Payload { what, source } => Error::Payload {
+                what: what.clone(),
+                source: Arc::clone(source),
+            },
+            other => Error::InvalidArgument(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers_classify() {
+        assert!(Error::failure("no money").is_failure());
+        assert!(Error::ongoing("later").is_ongoing());
+        assert!(!Error::MissingField("gid").is_failure());
+        assert_eq!(Error::failure("no money").to_string(), "FAILURE: no money");
+        assert_eq!(
+            Error::MissingField("branch_id").to_string(),
+            "missing transaction info: `branch_id` is absent or empty"
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! Transaction options, as DTM stores them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The options of a global transaction (`../shared/PROTOCOL.md` §2.1).
+///
+/// Times are whole seconds, as on the wire; `0` means "the server's default". The transaction
+/// builders take [`Duration`]s and round them up to whole seconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TransOptions {
+    /// Process the transaction inside the submit call and report its outcome.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub wait_result: bool,
+    /// Seconds after creation at which an unfinished transaction is rolled back (saga, TCC,
+    /// XA) or its message queried (msg).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub timeout_to_fail: u64,
+    /// Timeout in seconds of each call the server makes to a branch.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub request_timeout: u64,
+    /// Base retry interval in seconds; doubled after each error.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retry_interval: u64,
+    /// Saga only: how many times an unfinished action is retried at once before rolling back
+    /// (0 = retry on the cron forever).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retry_limit: u64,
+    /// Headers (metadata over gRPC) the server adds to every branch call.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub branch_headers: BTreeMap<String, String>,
+    /// Msg only: call the branches in parallel. Always present on the wire.
+    #[serde(default)]
+    pub concurrent: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Whole seconds, rounded up so that a short but non-zero duration does not become "default".
+pub(crate) fn whole_seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Adds the option setters shared by every transaction builder. The type must have a field
+/// `options: TransOptions`.
+#[allow(unused_macros)]
+macro_rules! option_setters {
+    () => {
+        /// Let the submit call wait until the transaction is processed and report failure.
+        pub fn wait_result(mut self, wait: bool) -> Self {
+            self.options.wait_result = wait;
+            self
+        }
+
+        /// Roll the transaction back (or query a prepared message) this long after its
+        /// creation if it has not finished. Rounded up to whole seconds.
+        pub fn timeout_to_fail(mut self, timeout: std::time::Duration) -> Self {
+            self.options.timeout_to_fail = $crate::options::whole_seconds(timeout);
+            self
+        }
+
+        /// Timeout of each call the server makes to a branch. Rounded up to whole seconds.
+        pub fn request_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.options.request_timeout = $crate::options::whole_seconds(timeout);
+            self
+        }
+
+        /// Base interval between retries (doubled after each error). Rounded up to whole
+        /// seconds.
+        pub fn retry_interval(mut self, interval: std::time::Duration) -> Self {
+            self.options.retry_interval = $crate::options::whole_seconds(interval);
+            self
+        }
+
+        /// Saga: retry an unfinished action at once up to `limit` times, then roll back.
+        pub fn retry_limit(mut self, limit: u64) -> Self {
+            self.options.retry_limit = limit;
+            self
+        }
+
+        /// A header the server sends with every branch call (also on retries).
+        pub fn branch_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+            self.options.branch_headers.insert(name.into(), value.into());
+            self
+        }
+
+        /// Replaces all options at once.
+        pub fn options(mut self, options: $crate::TransOptions) -> Self {
+            self.options = options;
+            self
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_form_omits_defaults_but_keeps_concurrent() {
+        let json = serde_json::to_value(TransOptions::default()).unwrap();
+        assert_eq!(json, serde_json::json!({"concurrent": false}));
+        let mut o = TransOptions {
+            retry_interval: 2,
+            ..TransOptions::default()
+        };
+        o.branch_headers.insert("k".into(), "v".into());
+        let json = serde_json::to_value(o).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"retry_interval": 2, "branch_headers": {"k": "v"}, "concurrent": false})
+        );
+    }
+
+    #[test]
+    fn durations_round_up() {
+        assert_eq!(whole_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(whole_seconds(Duration::from_secs(3)), 3);
+        assert_eq!(whole_seconds(Duration::ZERO), 0);
+    }
+}

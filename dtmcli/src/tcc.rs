@@ -1,0 +1,231 @@
+//! TCC: Try-Confirm-Cancel global transactions, including nested ones.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+
+use futures_util::FutureExt;
+use serde::Serialize;
+
+use crate::client::BranchResponse;
+use crate::trans::{payload_json, TransBody};
+use crate::{BranchIdGen, BranchInfo, DtmClient, Error, Op, Result, TransOptions, TransType};
+
+/// Options of a TCC transaction before it starts; [`TccBuilder::run`] runs it.
+#[derive(Debug)]
+#[must_use = "a TCC transaction does nothing until you run it"]
+pub struct TccBuilder {
+    client: DtmClient,
+    gid: String,
+    options: TransOptions,
+}
+
+/// The handle of an open TCC transaction, given to the closure of [`TccBuilder::run`].
+///
+/// Cheap to clone; clones register branches of the same transaction with distinct ids.
+#[derive(Clone)]
+pub struct Tcc {
+    inner: Arc<TccInner>,
+}
+
+struct TccInner {
+    client: DtmClient,
+    gid: String,
+    branch_headers: BTreeMap<String, String>,
+    ids: Mutex<BranchIdGen>,
+}
+
+impl fmt::Debug for Tcc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tcc")
+            .field("gid", &self.inner.gid)
+            .field("server", &self.inner.client.server())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize)]
+struct RegisterTccBranch<'a> {
+    gid: &'a str,
+    trans_type: TransType,
+    branch_id: &'a str,
+    data: &'a str,
+    confirm: &'a str,
+    cancel: &'a str,
+}
+
+impl TccBuilder {
+    option_setters!();
+
+    /// Runs the global transaction: prepares it on the server, runs `f` with the handle
+    /// (which registers branches and calls their try), then submits it.
+    ///
+    /// If `f` returns an error — including a try that answered FAILURE, ONGOING or an error —
+    /// the transaction is aborted with the error's text as rollback reason (the server then
+    /// cancels every registered branch) and that error is returned. If `f` panics, the
+    /// transaction is aborted and the panic resumes. Errors of the SDK itself convert into
+    /// `E` through `From<Error>` (`anyhow::Error` and [`Error`] both work).
+    ///
+    /// ```no_run
+    /// # async fn demo(dtm: dtmcli::DtmClient) -> anyhow::Result<()> {
+    /// let busi = "http://localhost:8081/api/busi";
+    /// let body = serde_json::json!({"amount": 30});
+    /// let gid = dtm.new_gid().await?;
+    /// dtm.tcc(gid)
+    ///     .run(|tcc| async move {
+    ///         tcc.call_branch(&body, &format!("{busi}/TransOutTry"),
+    ///             &format!("{busi}/TransOutConfirm"), &format!("{busi}/TransOutCancel")).await?;
+    ///         tcc.call_branch(&body, &format!("{busi}/TransInTry"),
+    ///             &format!("{busi}/TransInConfirm"), &format!("{busi}/TransInCancel")).await?;
+    ///         Ok::<_, anyhow::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn run<F, Fut, T, E>(self, f: F) -> std::result::Result<T, E>
+    where
+        F: FnOnce(Tcc) -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+        E: From<Error> + fmt::Display,
+    {
+        let body = TransBody::bare(&self.gid, TransType::Tcc, &self.options);
+        self.client.post_trans("prepare", &body).await?;
+
+        let tcc = Tcc {
+            inner: Arc::new(TccInner {
+                client: self.client.clone(),
+                gid: self.gid.clone(),
+                branch_headers: self.options.branch_headers.clone(),
+                ids: Mutex::new(BranchIdGen::default()),
+            }),
+        };
+        match AssertUnwindSafe(f(tcc)).catch_unwind().await {
+            Ok(Ok(value)) => {
+                self.client.post_trans("submit", &body).await?;
+                Ok(value)
+            }
+            Ok(Err(e)) => {
+                self.abort(&e.to_string()).await;
+                Err(e)
+            }
+            Err(panic) => {
+                self.abort(&format!("panic: {}", panic_message(&panic)))
+                    .await;
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+
+    /// Aborts with a reason; the outcome is only logged, as the caller's error matters more.
+    async fn abort(&self, reason: &str) {
+        let body = TransBody {
+            rollback_reason: reason,
+            ..TransBody::bare(&self.gid, TransType::Tcc, &self.options)
+        };
+        if let Err(e) = self.client.post_trans("abort", &body).await {
+            tracing::warn!(gid = %self.gid, error = %e, "abort of TCC transaction failed");
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
+}
+
+impl Tcc {
+    /// Rebuilds the transaction inside a try handler, to register nested branches below the
+    /// current one (`02` → `0201`, `0202`, ...).
+    ///
+    /// Needs the `dtm` field of the request, which only the client's try call carries: nesting
+    /// is possible in `try` only. The HTTP client of `client` is reused; the server is the one
+    /// named by the request.
+    pub fn from_branch(client: &DtmClient, info: &BranchInfo) -> Result<Tcc> {
+        let dtm = info.dtm.as_deref().ok_or(Error::MissingField("dtm"))?;
+        if info.trans_type != TransType::Tcc {
+            return Err(Error::InvalidArgument(format!(
+                "a nested TCC needs a tcc branch, this one is {}",
+                info.trans_type
+            )));
+        }
+        Ok(Tcc {
+            inner: Arc::new(TccInner {
+                client: client.with_server(dtm)?,
+                gid: info.gid.clone(),
+                branch_headers: BTreeMap::new(),
+                ids: Mutex::new(BranchIdGen::new(info.branch_id.clone())),
+            }),
+        })
+    }
+
+    /// The global transaction id.
+    pub fn gid(&self) -> &str {
+        &self.inner.gid
+    }
+
+    /// Registers a branch and calls its try.
+    ///
+    /// The branch gets the next id; the server will call `confirm_url` (on submit) or
+    /// `cancel_url` (on abort, even if the try failed) with `payload` as body. The try is a
+    /// POST of `payload` to `try_url` with `dtm`, `gid`, `branch_id`, `trans_type` and `op=try`
+    /// in the query and the transaction's branch headers. Anything but a 2xx SUCCESS answer is
+    /// an error ([`Error::Failure`], [`Error::Ongoing`], ...).
+    pub async fn call_branch<T: Serialize + ?Sized>(
+        &self,
+        payload: &T,
+        try_url: &str,
+        confirm_url: &str,
+        cancel_url: &str,
+    ) -> Result<BranchResponse> {
+        let inner = &self.inner;
+        let branch_id = inner
+            .ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .next_id()?;
+        let data = payload_json(payload, || format!("TCC branch {branch_id}"))?;
+        inner
+            .client
+            .post(
+                "registerBranch",
+                &RegisterTccBranch {
+                    gid: &inner.gid,
+                    trans_type: TransType::Tcc,
+                    branch_id: &branch_id,
+                    data: &data,
+                    confirm: confirm_url,
+                    cancel: cancel_url,
+                },
+            )
+            .await?;
+        let info = BranchInfo {
+            gid: inner.gid.clone(),
+            trans_type: TransType::Tcc,
+            branch_id,
+            op: Op::Try,
+            dtm: Some(inner.client.server().to_owned()),
+            phase2_url: None,
+        };
+        inner
+            .client
+            .call_branch(try_url, &info, Some(data.into_bytes()), &inner.branch_headers)
+            .await
+    }
+}
+
+impl DtmClient {
+    /// Starts a TCC global transaction; set options on the builder, then
+    /// [`run`](TccBuilder::run) it.
+    pub fn tcc(&self, gid: impl Into<String>) -> TccBuilder {
+        TccBuilder {
+            client: self.clone(),
+            gid: gid.into(),
+            options: TransOptions::default(),
+        }
+    }
+}

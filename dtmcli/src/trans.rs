@@ -1,0 +1,70 @@
+//! The transaction body sent to `prepare`, `submit` and `abort`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::{Protocol, TransOptions, TransType};
+
+/// One saga or msg step on the wire: `{"action": URL, "compensate": URL}`.
+pub(crate) type Step = BTreeMap<&'static str, String>;
+
+/// The JSON body of `prepare` / `submit` / `abort` (`../shared/PROTOCOL.md` §2.1).
+#[derive(Debug, Serialize)]
+pub(crate) struct TransBody<'a> {
+    pub(crate) gid: &'a str,
+    pub(crate) trans_type: TransType,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub(crate) steps: &'a [Step],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub(crate) payloads: &'a [String],
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub(crate) custom_data: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub(crate) query_prepared: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub(crate) rollback_reason: &'a str,
+    pub(crate) protocol: Protocol,
+    #[serde(flatten)]
+    pub(crate) options: &'a TransOptions,
+}
+
+impl<'a> TransBody<'a> {
+    /// A body with no steps, payloads or extra data.
+    pub(crate) fn bare(gid: &'a str, trans_type: TransType, options: &'a TransOptions) -> Self {
+        TransBody {
+            gid,
+            trans_type,
+            steps: &[],
+            payloads: &[],
+            custom_data: "",
+            query_prepared: "",
+            rollback_reason: "",
+            protocol: Protocol::Http,
+            options,
+        }
+    }
+}
+
+/// Serializes a step payload, or keeps the error for `submit` to return.
+pub(crate) fn payload_json<T: Serialize + ?Sized>(
+    payload: &T,
+    what: impl FnOnce() -> String,
+) -> Result<String, crate::Error> {
+    serde_json::to_string(payload).map_err(|e| crate::Error::payload(what(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_body_matches_the_reference_client() {
+        let options = TransOptions::default();
+        let body = TransBody::bare("g", TransType::Tcc, &options);
+        assert_eq!(
+            serde_json::to_value(&body).unwrap(),
+            serde_json::json!({"gid": "g", "trans_type": "tcc", "protocol": "http", "concurrent": false})
+        );
+    }
+}
