@@ -1,0 +1,323 @@
+//! Saga against the real DTM server: the Rust twins of the server's saga scenarios
+//! (`../shared/PROTOCOL.md` §11). Each test checks the final global status, the branch statuses
+//! in stored order (`01 compensate, 01 action, 02 compensate, 02 action`) and the balances.
+
+mod support;
+
+use std::time::Duration;
+
+use dtmcli::{GlobalStatus, Op, Saga};
+use support::busi::{DtmResultOrError, TransferReq, INITIAL_BALANCE};
+use support::{accounts, bank, client, new_gid, status_of, wait_status, F, P, S};
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// A transfer saga of 30 with fault scripts for TransOut / TransIn.
+async fn transfer(out_result: &str, in_result: &str) -> (Saga, TransferReq) {
+    let gid = new_gid().await;
+    let (from, to) = accounts(&gid);
+    let req = TransferReq::new(30, from, to);
+    let b = bank();
+    let saga = client()
+        .saga(gid)
+        .add(
+            b.url("TransOut", out_result),
+            b.url("TransOutCompensate", ""),
+            &req,
+        )
+        .add(
+            b.url("TransIn", in_result),
+            b.url("TransInCompensate", ""),
+            &req,
+        )
+        .retry_interval(SEC);
+    (saga, req)
+}
+
+fn assert_balances(req: &TransferReq, out_delta: i64, in_delta: i64) {
+    assert_eq!(bank().balance(&req.from), INITIAL_BALANCE + out_delta, "from");
+    assert_eq!(bank().balance(&req.to), INITIAL_BALANCE + in_delta, "to");
+}
+
+async fn wait_for_calls(gid: &str, route: &str, n: usize) {
+    for _ in 0..400 {
+        if bank().routes(gid).iter().filter(|r| *r == route).count() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{route} was not called {n} times for {gid}: {:?}", bank().routes(gid));
+}
+
+#[tokio::test]
+async fn saga_normal() {
+    let (saga, req) = transfer("", "").await;
+    saga.submit().await.unwrap();
+    let q = wait_status(saga.gid(), GlobalStatus::Succeed).await;
+    assert_eq!(q.branch_statuses(), [P, S, P, S]);
+    let ops: Vec<(&str, Op)> = q.branches.iter().map(|b| (b.branch_id.as_str(), b.op)).collect();
+    assert_eq!(
+        ops,
+        [("01", Op::Compensate), ("01", Op::Action), ("02", Op::Compensate), ("02", Op::Action)]
+    );
+    assert_eq!(q.transaction.unwrap().rollback_reason, "");
+    // The payload stored for the branches is the typed request, as JSON.
+    let stored: TransferReq = serde_json::from_slice(&q.branches[1].payload().unwrap()).unwrap();
+    assert_eq!(stored.amount, 30);
+    assert_balances(&req, -30, 30);
+}
+
+#[tokio::test]
+async fn saga_rollback_compensates_the_failed_step_too() {
+    let (saga, req) = transfer("", "FAILURE").await;
+    saga.submit().await.unwrap();
+    let q = wait_status(saga.gid(), GlobalStatus::Failed).await;
+    assert_eq!(q.branch_statuses(), [S, S, S, F]);
+    let reason = q.transaction.unwrap().rollback_reason;
+    assert!(reason.contains("TransIn scripted to fail"), "{reason}");
+    assert_eq!(
+        bank().routes(saga.gid()),
+        ["TransOut", "TransIn", "TransInCompensate", "TransOutCompensate"]
+    );
+    assert_balances(&req, 0, 0);
+}
+
+#[tokio::test]
+async fn saga_ongoing_stays_submitted_then_succeeds() {
+    let (saga, req) = transfer("ONGOING", "").await;
+    saga.submit().await.unwrap();
+    wait_for_calls(saga.gid(), "TransOut", 1).await;
+    let (status, branches) = status_of(saga.gid()).await;
+    assert_eq!(status, Some(GlobalStatus::Submitted));
+    assert_eq!(branches, [P, P, P, P]);
+    let q = wait_status(saga.gid(), GlobalStatus::Succeed).await;
+    assert_eq!(q.branch_statuses(), [P, S, P, S]);
+    assert_balances(&req, -30, 30);
+}
+
+#[tokio::test]
+async fn saga_compensation_error_is_retried_by_the_cron() {
+    let gid = new_gid().await;
+    let (from, to) = accounts(&gid);
+    let req = TransferReq::new(30, from, to);
+    let b = bank();
+    let saga = client()
+        .saga(&gid)
+        .add(b.url("TransOut", ""), b.url("TransOutCompensate", "ERROR"), &req)
+        .add(b.url("TransIn", "FAILURE"), b.url("TransInCompensate", ""), &req)
+        .retry_interval(SEC);
+    saga.submit().await.unwrap();
+    wait_for_calls(&gid, "TransOutCompensate", 1).await;
+    let (status, _) = status_of(&gid).await;
+    assert_eq!(status, Some(GlobalStatus::Aborting));
+    let q = wait_status(&gid, GlobalStatus::Failed).await;
+    assert_eq!(q.branch_statuses(), [S, S, S, F]);
+    let answers: Vec<_> = b
+        .calls(&gid)
+        .into_iter()
+        .filter(|c| c.route == "TransOutCompensate")
+        .map(|c| c.answer)
+        .collect();
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(answers[0], DtmResultOrError::Error);
+    assert_balances(&req, 0, 0);
+}
+
+#[tokio::test]
+async fn saga_resubmit_while_submitted_is_accepted_and_after_succeed_refused() {
+    let (saga, req) = transfer("ONGOING", "").await;
+    saga.submit().await.unwrap();
+    wait_for_calls(saga.gid(), "TransOut", 1).await;
+    saga.submit().await.expect("a submitted saga may be submitted again");
+    wait_status(saga.gid(), GlobalStatus::Succeed).await;
+    let err = saga.submit().await.unwrap_err();
+    assert!(err.is_failure(), "{err:?}");
+    assert!(err.to_string().contains("current status 'succeed'"), "{err}");
+    // Steps ran again on the second submit, but the money moved once.
+    assert_balances(&req, -30, 30);
+}
+
+#[tokio::test]
+async fn saga_empty_url_counts_as_success() {
+    let gid = new_gid().await;
+    let (from, to) = accounts(&gid);
+    let req = TransferReq::new(30, from, to);
+    let b = bank();
+    let saga = client()
+        .saga(&gid)
+        .add(b.url("TransOut", ""), b.url("TransOutCompensate", ""), &req)
+        .add("", b.url("TransInCompensate", ""), &req)
+        .retry_interval(SEC);
+    saga.submit().await.unwrap();
+    let q = wait_status(&gid, GlobalStatus::Succeed).await;
+    assert_eq!(q.branch_statuses(), [P, S, P, S]);
+    assert_eq!(b.routes(&gid), ["TransOut"]);
+    assert_balances(&req, -30, 0);
+}
+
+#[tokio::test]
+async fn saga_concurrent_normal() {
+    let (saga, req) = transfer("", "").await;
+    let saga = saga.concurrent();
+    saga.submit().await.unwrap();
+    let q = wait_status(saga.gid(), GlobalStatus::Succeed).await;
+    assert_eq!(q.branch_statuses(), [P, S, P, S]);
+    assert_eq!(q.transaction.unwrap().custom_data, r#"{"orders":{},"concurrent":true}"#);
+    assert_balances(&req, -30, 30);
+}
+
+#[tokio::test]
+async fn saga_concurrent_rollback_with_compensation_ongoing_once() {
+    let gid = new_gid().await;
+    let (from, to) = accounts(&gid);
+    let req = TransferReq::new(30, from, to);
+    let b = bank();
+    let saga = client()
+        .saga(&gid)
+        .add(b.url("TransOut", "FAILURE"), b.url("TransOutCompensate", "ONGOING"), &req)
+        .add(b.url("TransIn", ""), b.url("TransInCompensate", ""), &req)
+        .concurrent()
+        .retry_interval(SEC);
+    saga.submit().await.unwrap();
+    let q = wait_status(&gid, GlobalStatus::Failed).await;
+    // Step 1 failed; its compensation answered ONGOING once and was retried.
+    assert_eq!(q.branches[0].status, S);
+    assert_eq!(q.branches[1].status, F);
+    let compensations = b.routes(&gid).iter().filter(|r| *r == "TransOutCompensate").count();
+    assert_eq!(compensations, 2);
+    assert_balances(&req, 0, 0);
+}
+
+#[tokio::test]
+async fn saga_concurrent_rollback_order_first_step_fails() {
+    let (saga, req) = transfer("FAILURE", "").await;
+    let saga = saga.concurrent().add_branch_order(1, [0]);
+    saga.submit().await.unwrap();
+    let q = wait_status(saga.gid(), GlobalStatus::Failed).await;
+    // Step 2 waited for step 1, so it never ran and is not compensated.
+    assert_eq!(q.branch_statuses(), [S, F, P, P]);
+    assert_eq!(bank().routes(saga.gid()), ["TransOut", "TransOutCompensate"]);
+    assert_balances(&req, 0, 0);
+}
+
+#[tokio::test]
+async fn saga_concurrent_rollback_order_second_step_fails() {
+    let (saga, req) = transfer("", "FAILURE").await;
+    let saga = saga.concurrent().add_branch_order(1, [0]);
+    saga.submit().await.unwrap();
+    let q = wait_status(saga.gid(), GlobalStatus::Failed).await;
+    assert_eq!(q.branch_statuses(), [S, S, S, F]);
+    // Compensation runs in reverse order: step 2 before step 1.
+    assert_eq!(
+        bank().routes(saga.gid()),
+        ["TransOut", "TransIn", "TransInCompensate", "TransOutCompensate"]
+    );
+    assert_balances(&req, 0, 0);
+}
+
+#[tokio::test]
+async fn saga_retry_limit_not_reached_succeeds() {
+    let (saga, req) = transfer("", "ERROR,ERROR,ERROR").await;
+    let saga = saga.retry_limit(3);
+    saga.submit().await.unwrap();
+    let q = wait_status(saga.gid(), GlobalStatus::Succeed).await;
+    assert_eq!(q.branch_statuses(), [P, S, P, S]);
+    let tries = bank().routes(saga.gid()).iter().filter(|r| *r == "TransIn").count();
+    assert_eq!(tries, 4);
+    assert_balances(&req, -30, 30);
+}
+
+#[tokio::test]
+async fn saga_retry_limit_exceeded_rolls_back() {
+    let (saga, req) = transfer("", "ERROR,ERROR,ERROR").await;
+    let saga = saga.retry_limit(1).wait_result(true);
+    let err = saga.submit().await.unwrap_err();
+    assert!(err.is_failure(), "{err:?}");
+    let q = wait_status(saga.gid(), GlobalStatus::Failed).await;
+    assert_eq!(q.branch_statuses(), [S, S, S, P]);
+    assert_eq!(
+        q.transaction.unwrap().rollback_reason,
+        "RetryCount is greater than RetryLimit, RetryLimit: 1"
+    );
+    assert_balances(&req, 0, 0);
+}
+
+#[tokio::test]
+async fn saga_timeout_to_fail_rolls_back_an_unfinished_saga() {
+    let ongoing = vec!["ONGOING"; 100].join(",");
+    let (saga, req) = transfer(&ongoing, "").await;
+    let saga = saga.timeout_to_fail(Duration::from_secs(2));
+    saga.submit().await.unwrap();
+    let q = wait_status(saga.gid(), GlobalStatus::Failed).await;
+    // The action that may have run is compensated; step 2 never started.
+    assert_eq!(q.branch_statuses(), [S, P, P, P]);
+    assert_eq!(q.transaction.unwrap().rollback_reason, "Timeout after 2 seconds");
+    assert_balances(&req, 0, 0);
+}
+
+#[tokio::test]
+async fn saga_wait_result_normal() {
+    let (saga, req) = transfer("", "").await;
+    let saga = saga.wait_result(true);
+    saga.submit().await.unwrap();
+    let (status, branches) = status_of(saga.gid()).await;
+    assert_eq!(status, Some(GlobalStatus::Succeed), "finished inside submit");
+    assert_eq!(branches, [P, S, P, S]);
+    assert_balances(&req, -30, 30);
+}
+
+#[tokio::test]
+async fn saga_wait_result_rollback_reports_the_reason() {
+    let (saga, req) = transfer("", "FAILURE").await;
+    let saga = saga.wait_result(true);
+    let err = saga.submit().await.unwrap_err();
+    assert!(err.is_failure(), "{err:?}");
+    assert!(err.to_string().contains("TransIn scripted to fail"), "{err}");
+    let (status, branches) = status_of(saga.gid()).await;
+    assert_eq!(status, Some(GlobalStatus::Failed));
+    assert_eq!(branches, [S, S, S, F]);
+    assert_balances(&req, 0, 0);
+}
+
+#[tokio::test]
+async fn saga_wait_result_ongoing_is_an_error_then_the_cron_finishes() {
+    let (saga, req) = transfer("ONGOING", "").await;
+    let saga = saga.wait_result(true);
+    let err = saga.submit().await.unwrap_err();
+    assert!(err.is_failure(), "{err:?}");
+    assert_eq!(status_of(saga.gid()).await.0, Some(GlobalStatus::Submitted));
+    let q = wait_status(saga.gid(), GlobalStatus::Succeed).await;
+    assert_eq!(q.branch_statuses(), [P, S, P, S]);
+    assert_balances(&req, -30, 30);
+}
+
+#[tokio::test]
+async fn saga_branch_headers_reach_every_call_including_cron_retries() {
+    let (saga, req) = transfer("", "ERROR").await;
+    let saga = saga.branch_header("test_header", "test");
+    saga.submit().await.unwrap();
+    wait_status(saga.gid(), GlobalStatus::Succeed).await;
+    let calls = bank().calls(saga.gid());
+    assert_eq!(
+        calls.iter().map(|c| c.route.as_str()).collect::<Vec<_>>(),
+        ["TransOut", "TransIn", "TransIn"],
+        "TransIn failed once and was retried by the cron"
+    );
+    for call in &calls {
+        assert_eq!(call.headers.get("test_header").map(String::as_str), Some("test"), "{call:?}");
+    }
+    assert_balances(&req, -30, 30);
+}
+
+#[tokio::test]
+async fn saga_request_timeout_is_stored_and_used() {
+    let (saga, req) = transfer("", "").await;
+    let saga = saga.request_timeout(Duration::from_secs(6)).wait_result(true);
+    saga.submit().await.unwrap();
+    let q = client().query(saga.gid()).await.unwrap();
+    let t = q.transaction.unwrap();
+    assert_eq!(t.status, GlobalStatus::Succeed);
+    let options: serde_json::Value = serde_json::from_str(&t.options).unwrap();
+    assert_eq!(options["request_timeout"], 6, "{options}");
+    assert_balances(&req, -30, 30);
+}
