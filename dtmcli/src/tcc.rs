@@ -111,7 +111,7 @@ impl TccBuilder {
                 Err(e)
             }
             Err(panic) => {
-                self.abort(&format!("panic: {}", panic_message(&panic)))
+                self.abort(&format!("panic: {}", panic_message(&*panic)))
                     .await;
                 std::panic::resume_unwind(panic)
             }

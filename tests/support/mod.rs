@@ -243,4 +243,5 @@ pub async fn status_of(gid: &str) -> (Option<GlobalStatus>, Vec<BranchStatus>) {
 }
 
 /// Shorthands for branch status lists.
+#[allow(unused_imports)]
 pub use dtmcli::BranchStatus::{Failed as F, Prepared as P, Succeed as S};
