@@ -1,0 +1,201 @@
+//! Two-phase messages and topics against the real DTM server: the Rust twins of the server's
+//! msg scenarios (`../shared/PROTOCOL.md` §11).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use dtmcli::{GlobalStatus, Msg, Op};
+use support::busi::{TransferReq, INITIAL_BALANCE};
+use support::{accounts, bank, client, new_gid, status_of, wait_status, P, S};
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn req_for(gid: &str) -> TransferReq {
+    let (from, to) = accounts(gid);
+    TransferReq::new(30, from, to)
+}
+
+/// A message moving 30 in through TransIn, retried every second.
+async fn msg_in(in_result: &str) -> (Msg, TransferReq) {
+    let gid = new_gid().await;
+    let req = req_for(&gid);
+    let msg = client()
+        .msg(&gid)
+        .add(bank().url("TransIn", in_result), &req)
+        .retry_interval(SEC);
+    (msg, req)
+}
+
+fn assert_balances(req: &TransferReq, out_delta: i64, in_delta: i64) {
+    assert_eq!(bank().balance(&req.from), INITIAL_BALANCE + out_delta, "from");
+    assert_eq!(bank().balance(&req.to), INITIAL_BALANCE + in_delta, "to");
+}
+
+/// Submits until the server's topic map (refreshed every second in tests) knows the topic.
+async fn submit_when_topic_is_known(msg: &Msg) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match msg.submit().await {
+            Ok(()) => return,
+            Err(e) if e.to_string().contains("topic not found") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("submit failed: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn msg_topic_normal() {
+    let dtm = client();
+    let gid = new_gid().await;
+    let req = req_for(&gid);
+    let topic = format!("transfer-{gid}");
+    let b = bank();
+    dtm.subscribe(&topic, &b.url("TransOut", ""), "out").await.unwrap();
+    dtm.subscribe(&topic, &b.url("TransIn", "ONGOING"), "in").await.unwrap();
+    let err = dtm.subscribe(&topic, &b.url("TransOut", ""), "again").await.unwrap_err();
+    assert!(err.to_string().contains("this url exists"), "{err}");
+
+    let msg = dtm.msg(&gid).add_topic(&topic, &req).retry_interval(SEC);
+    submit_when_topic_is_known(&msg).await;
+    let q = wait_status(&gid, GlobalStatus::Succeed).await;
+    let ids: Vec<&str> = q.branches.iter().map(|b| b.branch_id.as_str()).collect();
+    assert_eq!(ids, ["01-01", "01-02"]);
+    assert!(q.branches.iter().all(|b| b.op == Op::Action));
+    assert_eq!(q.branch_statuses(), [S, S]);
+    assert_balances(&req, -30, 30);
+
+    dtm.unsubscribe(&topic, &b.url("TransOut", "")).await.unwrap();
+    let err = dtm.unsubscribe(&topic, &b.url("TransOut", "")).await.unwrap_err();
+    assert!(err.to_string().contains("no such an url"), "{err}");
+    dtm.delete_topic(&topic).await.unwrap();
+    assert!(dtm.delete_topic(&topic).await.is_err(), "the topic is gone");
+}
+
+#[tokio::test]
+async fn msg_unknown_topic_is_refused() {
+    let gid = new_gid().await;
+    let err = client()
+        .msg(&gid)
+        .add_topic("no-such-topic", &req_for(&gid))
+        .submit()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("topic not found"), "{err}");
+    assert_eq!(status_of(&gid).await.0, None, "nothing was stored");
+}
+
+#[tokio::test]
+async fn msg_prepared_is_queried_and_submitted_when_the_query_succeeds() {
+    let (msg, req) = msg_in("ONGOING").await;
+    let mut msg = msg.timeout_to_fail(SEC);
+    msg.prepare(bank().url("QueryPrepared", "ONGOING")).await.unwrap();
+    assert_eq!(status_of(msg.gid()).await, (Some(GlobalStatus::Prepared), vec![P]));
+    // No submit: the server asks QueryPrepared after the timeout (ONGOING first, then
+    // SUCCESS), submits the message and retries TransIn until it succeeds.
+    let q = wait_status(msg.gid(), GlobalStatus::Succeed).await;
+    assert_eq!(q.branch_statuses(), [S]);
+    let calls = bank().calls(msg.gid());
+    let queries: Vec<_> = calls.iter().filter(|c| c.route == "QueryPrepared").collect();
+    assert_eq!(queries.len(), 2, "{calls:?}");
+    assert!(queries.iter().all(|c| c.branch_id == "00" && c.op == Op::Msg));
+    assert_eq!(calls.iter().filter(|c| c.route == "TransIn").count(), 2);
+    assert_balances(&req, 0, 30);
+}
+
+#[tokio::test]
+async fn msg_prepared_fails_when_the_query_says_failure() {
+    let (msg, req) = msg_in("").await;
+    let mut msg = msg.timeout_to_fail(SEC);
+    msg.prepare(bank().url("QueryPrepared", "ONGOING,FAILURE")).await.unwrap();
+    let q = wait_status(msg.gid(), GlobalStatus::Failed).await;
+    assert_eq!(q.branch_statuses(), [P]);
+    assert_eq!(bank().routes(msg.gid()), ["QueryPrepared", "QueryPrepared"]);
+    assert_balances(&req, 0, 0);
+}
+
+#[tokio::test]
+async fn msg_prepare_then_submit() {
+    let (mut msg, req) = msg_in("").await;
+    msg.prepare(bank().url("QueryPrepared", "")).await.unwrap();
+    msg.submit().await.unwrap();
+    let q = wait_status(msg.gid(), GlobalStatus::Succeed).await;
+    assert_eq!(q.branch_statuses(), [S]);
+    assert_eq!(q.transaction.unwrap().query_prepared, bank().url("QueryPrepared", ""));
+    assert_eq!(bank().routes(msg.gid()), ["TransIn"], "no query needed");
+    assert_balances(&req, 0, 30);
+}
+
+#[tokio::test]
+async fn msg_abort_of_a_prepared_message() {
+    let (mut msg, req) = msg_in("").await;
+    msg.prepare(bank().url("QueryPrepared", "")).await.unwrap();
+    msg.abort().await.unwrap();
+    assert_eq!(status_of(msg.gid()).await, (Some(GlobalStatus::Failed), vec![P]));
+    assert!(bank().routes(msg.gid()).is_empty());
+    assert_balances(&req, 0, 0);
+}
+
+#[tokio::test]
+async fn msg_abnormal_prepare_twice_and_after_the_end() {
+    let (mut msg, req) = msg_in("").await;
+    let query = bank().url("QueryPrepared", "");
+    msg.prepare(query.clone()).await.unwrap();
+    msg.prepare(query.clone()).await.expect("prepare is idempotent while prepared");
+    msg.submit().await.unwrap();
+    wait_status(msg.gid(), GlobalStatus::Succeed).await;
+    let err = msg.prepare(query).await.unwrap_err();
+    assert!(err.is_failure(), "{err:?}");
+    assert!(err.to_string().contains("cannot prepare"), "{err}");
+    assert_balances(&req, 0, 30);
+}
+
+#[tokio::test]
+async fn msg_delay_holds_the_branches_back() {
+    let (msg, req) = msg_in("").await;
+    let msg = msg.delay(Duration::from_secs(2));
+    let submitted = Instant::now();
+    msg.submit().await.unwrap();
+    assert_eq!(status_of(msg.gid()).await, (Some(GlobalStatus::Submitted), vec![P]));
+    assert!(bank().routes(msg.gid()).is_empty(), "no call before the delay");
+    let q = wait_status(msg.gid(), GlobalStatus::Succeed).await;
+    assert!(
+        submitted.elapsed() >= Duration::from_secs(1),
+        "the delay was honoured ({:?})",
+        submitted.elapsed()
+    );
+    assert_eq!(q.branch_statuses(), [S]);
+    assert_eq!(q.transaction.unwrap().custom_data, r#"{"delay":2}"#);
+    assert_balances(&req, 0, 30);
+}
+
+#[tokio::test]
+async fn msg_concurrent() {
+    let gid = new_gid().await;
+    let req = req_for(&gid);
+    let b = bank();
+    let msg = client()
+        .msg(&gid)
+        .add(b.url("TransOut", ""), &req)
+        .add(b.url("TransIn", "ERROR"), &req)
+        .concurrent()
+        .retry_interval(SEC);
+    msg.submit().await.unwrap();
+    let q = wait_status(&gid, GlobalStatus::Succeed).await;
+    assert_eq!(q.branch_statuses(), [S, S]);
+    assert_eq!(q.branches[0].branch_id, "01");
+    assert_eq!(q.branches[1].branch_id, "02");
+    assert_balances(&req, -30, 30);
+}
+
+#[tokio::test]
+async fn msg_failure_of_a_step_is_retried_not_rolled_back() {
+    let (msg, req) = msg_in("FAILURE,ERROR").await;
+    msg.submit().await.unwrap();
+    let q = wait_status(msg.gid(), GlobalStatus::Succeed).await;
+    assert_eq!(q.branch_statuses(), [S]);
+    assert_eq!(bank().routes(msg.gid()), ["TransIn", "TransIn", "TransIn"]);
+    assert_balances(&req, 0, 30);
+}
