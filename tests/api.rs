@@ -19,7 +19,10 @@ async fn new_gid_from_the_server_and_locally() {
     // A local gid is accepted by the server like its own.
     client()
         .msg(&local)
-        .add(bank().url("TransIn", ""), &TransferReq::new(1, "x", format!("{local}-in")))
+        .add(
+            bank().url("TransIn", ""),
+            &TransferReq::new(1, "x", format!("{local}-in")),
+        )
         .submit()
         .await
         .unwrap();
@@ -50,7 +53,10 @@ async fn query_returns_the_stored_transaction() {
         .unwrap();
     let q = client().query(&gid).await.unwrap();
     let t = q.transaction.unwrap();
-    assert_eq!((t.gid.as_str(), t.trans_type, t.status), (gid.as_str(), TransType::Saga, GlobalStatus::Succeed));
+    assert_eq!(
+        (t.gid.as_str(), t.trans_type, t.status),
+        (gid.as_str(), TransType::Saga, GlobalStatus::Succeed)
+    );
     assert_eq!(t.protocol, "http");
     assert!(t.create_time.is_some() && t.finish_time.is_some());
     assert_eq!(q.branches.len(), 2);
@@ -65,7 +71,11 @@ async fn all_pages_through_every_transaction_with_filters() {
         let (from, to) = accounts(&gid);
         client()
             .saga(&gid)
-            .add(bank().url("TransOut", ""), "", &TransferReq::new(1, from, to))
+            .add(
+                bank().url("TransOut", ""),
+                "",
+                &TransferReq::new(1, from, to),
+            )
             .wait_result(true)
             .submit()
             .await
@@ -92,7 +102,11 @@ async fn all_pages_through_every_transaction_with_filters() {
     assert!(mine.is_subset(&unique), "every saga of this test is listed");
 
     let filtered = dtm
-        .all(&AllQuery::default().status(GlobalStatus::Succeed).trans_type(TransType::Saga))
+        .all(
+            &AllQuery::default()
+                .status(GlobalStatus::Succeed)
+                .trans_type(TransType::Saga),
+        )
         .await
         .unwrap();
     assert!(filtered
@@ -119,7 +133,11 @@ async fn force_stop_ends_a_transaction_without_compensation() {
     let saga = client()
         .saga(&gid)
         .add(b.url("TransOut", ""), b.url("TransOutCompensate", ""), &req)
-        .add(b.url("TransIn", &ongoing), b.url("TransInCompensate", ""), &req)
+        .add(
+            b.url("TransIn", &ongoing),
+            b.url("TransInCompensate", ""),
+            &req,
+        )
         .retry_interval(Duration::from_secs(1));
     saga.submit().await.unwrap();
     // Wait until TransOut moved the money and TransIn keeps answering ONGOING.
@@ -132,21 +150,32 @@ async fn force_stop_ends_a_transaction_without_compensation() {
     client().force_stop(&gid).await.unwrap();
     assert_eq!(status_of(&gid).await.0, Some(GlobalStatus::Failed));
     assert!(!b.routes(&gid).iter().any(|r| r.ends_with("Compensate")));
-    assert_eq!(b.balance(&from), support::busi::INITIAL_BALANCE - 7, "not compensated");
+    assert_eq!(
+        b.balance(&from),
+        support::busi::INITIAL_BALANCE - 7,
+        "not compensated"
+    );
     let err = client().force_stop(&gid).await.unwrap_err();
     assert!(err.is_failure(), "{err:?}");
 }
 
 #[tokio::test]
 async fn unknown_gid_in_admin_calls_is_a_server_error() {
-    let err = client().reset_next_cron_time("no-such-gid").await.unwrap_err();
+    let err = client()
+        .reset_next_cron_time("no-such-gid")
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Status { status: 500, .. }), "{err:?}");
 }
 
 #[tokio::test]
 async fn unreachable_server_is_a_request_error() {
     // The DTM of this binary is up; a client of a port nobody listens on must fail cleanly.
-    let dtm = DtmClient::new(format!("http://127.0.0.1:{}/api/dtmsvr", support::free_port())).unwrap();
+    let dtm = DtmClient::new(format!(
+        "http://127.0.0.1:{}/api/dtmsvr",
+        support::free_port()
+    ))
+    .unwrap();
     let err = dtm.new_gid().await.unwrap_err();
     assert!(matches!(err, Error::Request { .. }), "{err:?}");
     let err = dtm

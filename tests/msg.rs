@@ -28,7 +28,11 @@ async fn msg_in(in_result: &str) -> (Msg, TransferReq) {
 }
 
 fn assert_balances(req: &TransferReq, out_delta: i64, in_delta: i64) {
-    assert_eq!(bank().balance(&req.from), INITIAL_BALANCE + out_delta, "from");
+    assert_eq!(
+        bank().balance(&req.from),
+        INITIAL_BALANCE + out_delta,
+        "from"
+    );
     assert_eq!(bank().balance(&req.to), INITIAL_BALANCE + in_delta, "to");
 }
 
@@ -53,9 +57,16 @@ async fn msg_topic_normal() {
     let req = req_for(&gid);
     let topic = format!("transfer-{gid}");
     let b = bank();
-    dtm.subscribe(&topic, &b.url("TransOut", ""), "out").await.unwrap();
-    dtm.subscribe(&topic, &b.url("TransIn", "ONGOING"), "in").await.unwrap();
-    let err = dtm.subscribe(&topic, &b.url("TransOut", ""), "again").await.unwrap_err();
+    dtm.subscribe(&topic, &b.url("TransOut", ""), "out")
+        .await
+        .unwrap();
+    dtm.subscribe(&topic, &b.url("TransIn", "ONGOING"), "in")
+        .await
+        .unwrap();
+    let err = dtm
+        .subscribe(&topic, &b.url("TransOut", ""), "again")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("this url exists"), "{err}");
 
     let msg = dtm.msg(&gid).add_topic(&topic, &req).retry_interval(SEC);
@@ -67,8 +78,13 @@ async fn msg_topic_normal() {
     assert_eq!(q.branch_statuses(), [S, S]);
     assert_balances(&req, -30, 30);
 
-    dtm.unsubscribe(&topic, &b.url("TransOut", "")).await.unwrap();
-    let err = dtm.unsubscribe(&topic, &b.url("TransOut", "")).await.unwrap_err();
+    dtm.unsubscribe(&topic, &b.url("TransOut", ""))
+        .await
+        .unwrap();
+    let err = dtm
+        .unsubscribe(&topic, &b.url("TransOut", ""))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("no such an url"), "{err}");
     dtm.delete_topic(&topic).await.unwrap();
     assert!(dtm.delete_topic(&topic).await.is_err(), "the topic is gone");
@@ -91,16 +107,26 @@ async fn msg_unknown_topic_is_refused() {
 async fn msg_prepared_is_queried_and_submitted_when_the_query_succeeds() {
     let (msg, req) = msg_in("ONGOING").await;
     let mut msg = msg.timeout_to_fail(SEC);
-    msg.prepare(bank().url("QueryPrepared", "ONGOING")).await.unwrap();
-    assert_eq!(status_of(msg.gid()).await, (Some(GlobalStatus::Prepared), vec![P]));
+    msg.prepare(bank().url("QueryPrepared", "ONGOING"))
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(msg.gid()).await,
+        (Some(GlobalStatus::Prepared), vec![P])
+    );
     // No submit: the server asks QueryPrepared after the timeout (ONGOING first, then
     // SUCCESS), submits the message and retries TransIn until it succeeds.
     let q = wait_status(msg.gid(), GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [S]);
     let calls = bank().calls(msg.gid());
-    let queries: Vec<_> = calls.iter().filter(|c| c.route == "QueryPrepared").collect();
+    let queries: Vec<_> = calls
+        .iter()
+        .filter(|c| c.route == "QueryPrepared")
+        .collect();
     assert_eq!(queries.len(), 2, "{calls:?}");
-    assert!(queries.iter().all(|c| c.branch_id == "00" && c.op == Op::Msg));
+    assert!(queries
+        .iter()
+        .all(|c| c.branch_id == "00" && c.op == Op::Msg));
     assert_eq!(calls.iter().filter(|c| c.route == "TransIn").count(), 2);
     assert_balances(&req, 0, 30);
 }
@@ -109,7 +135,9 @@ async fn msg_prepared_is_queried_and_submitted_when_the_query_succeeds() {
 async fn msg_prepared_fails_when_the_query_says_failure() {
     let (msg, req) = msg_in("").await;
     let mut msg = msg.timeout_to_fail(SEC);
-    msg.prepare(bank().url("QueryPrepared", "ONGOING,FAILURE")).await.unwrap();
+    msg.prepare(bank().url("QueryPrepared", "ONGOING,FAILURE"))
+        .await
+        .unwrap();
     let q = wait_status(msg.gid(), GlobalStatus::Failed).await;
     assert_eq!(q.branch_statuses(), [P]);
     assert_eq!(bank().routes(msg.gid()), ["QueryPrepared", "QueryPrepared"]);
@@ -123,7 +151,10 @@ async fn msg_prepare_then_submit() {
     msg.submit().await.unwrap();
     let q = wait_status(msg.gid(), GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [S]);
-    assert_eq!(q.transaction.unwrap().query_prepared, bank().url("QueryPrepared", ""));
+    assert_eq!(
+        q.transaction.unwrap().query_prepared,
+        bank().url("QueryPrepared", "")
+    );
     assert_eq!(bank().routes(msg.gid()), ["TransIn"], "no query needed");
     assert_balances(&req, 0, 30);
 }
@@ -133,7 +164,10 @@ async fn msg_abort_of_a_prepared_message() {
     let (mut msg, req) = msg_in("").await;
     msg.prepare(bank().url("QueryPrepared", "")).await.unwrap();
     msg.abort().await.unwrap();
-    assert_eq!(status_of(msg.gid()).await, (Some(GlobalStatus::Failed), vec![P]));
+    assert_eq!(
+        status_of(msg.gid()).await,
+        (Some(GlobalStatus::Failed), vec![P])
+    );
     assert!(bank().routes(msg.gid()).is_empty());
     assert_balances(&req, 0, 0);
 }
@@ -143,7 +177,9 @@ async fn msg_abnormal_prepare_twice_and_after_the_end() {
     let (mut msg, req) = msg_in("").await;
     let query = bank().url("QueryPrepared", "");
     msg.prepare(query.clone()).await.unwrap();
-    msg.prepare(query.clone()).await.expect("prepare is idempotent while prepared");
+    msg.prepare(query.clone())
+        .await
+        .expect("prepare is idempotent while prepared");
     msg.submit().await.unwrap();
     wait_status(msg.gid(), GlobalStatus::Succeed).await;
     let err = msg.prepare(query).await.unwrap_err();
@@ -158,8 +194,14 @@ async fn msg_delay_holds_the_branches_back() {
     let msg = msg.delay(Duration::from_secs(2));
     let submitted = Instant::now();
     msg.submit().await.unwrap();
-    assert_eq!(status_of(msg.gid()).await, (Some(GlobalStatus::Submitted), vec![P]));
-    assert!(bank().routes(msg.gid()).is_empty(), "no call before the delay");
+    assert_eq!(
+        status_of(msg.gid()).await,
+        (Some(GlobalStatus::Submitted), vec![P])
+    );
+    assert!(
+        bank().routes(msg.gid()).is_empty(),
+        "no call before the delay"
+    );
     let q = wait_status(msg.gid(), GlobalStatus::Succeed).await;
     assert!(
         submitted.elapsed() >= Duration::from_secs(1),

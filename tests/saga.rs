@@ -35,7 +35,11 @@ async fn transfer(out_result: &str, in_result: &str) -> (Saga, TransferReq) {
 }
 
 fn assert_balances(req: &TransferReq, out_delta: i64, in_delta: i64) {
-    assert_eq!(bank().balance(&req.from), INITIAL_BALANCE + out_delta, "from");
+    assert_eq!(
+        bank().balance(&req.from),
+        INITIAL_BALANCE + out_delta,
+        "from"
+    );
     assert_eq!(bank().balance(&req.to), INITIAL_BALANCE + in_delta, "to");
 }
 
@@ -46,7 +50,10 @@ async fn wait_for_calls(gid: &str, route: &str, n: usize) {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("{route} was not called {n} times for {gid}: {:?}", bank().routes(gid));
+    panic!(
+        "{route} was not called {n} times for {gid}: {:?}",
+        bank().routes(gid)
+    );
 }
 
 #[tokio::test]
@@ -55,10 +62,19 @@ async fn saga_normal() {
     saga.submit().await.unwrap();
     let q = wait_status(saga.gid(), GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [P, S, P, S]);
-    let ops: Vec<(&str, Op)> = q.branches.iter().map(|b| (b.branch_id.as_str(), b.op)).collect();
+    let ops: Vec<(&str, Op)> = q
+        .branches
+        .iter()
+        .map(|b| (b.branch_id.as_str(), b.op))
+        .collect();
     assert_eq!(
         ops,
-        [("01", Op::Compensate), ("01", Op::Action), ("02", Op::Compensate), ("02", Op::Action)]
+        [
+            ("01", Op::Compensate),
+            ("01", Op::Action),
+            ("02", Op::Compensate),
+            ("02", Op::Action)
+        ]
     );
     assert_eq!(q.transaction.unwrap().rollback_reason, "");
     // The payload stored for the branches is the typed request, as JSON.
@@ -77,7 +93,12 @@ async fn saga_rollback_compensates_the_failed_step_too() {
     assert!(reason.contains("TransIn scripted to fail"), "{reason}");
     assert_eq!(
         bank().routes(saga.gid()),
-        ["TransOut", "TransIn", "TransInCompensate", "TransOutCompensate"]
+        [
+            "TransOut",
+            "TransIn",
+            "TransInCompensate",
+            "TransOutCompensate"
+        ]
     );
     assert_balances(&req, 0, 0);
 }
@@ -103,8 +124,16 @@ async fn saga_compensation_error_is_retried_by_the_cron() {
     let b = bank();
     let saga = client()
         .saga(&gid)
-        .add(b.url("TransOut", ""), b.url("TransOutCompensate", "ERROR"), &req)
-        .add(b.url("TransIn", "FAILURE"), b.url("TransInCompensate", ""), &req)
+        .add(
+            b.url("TransOut", ""),
+            b.url("TransOutCompensate", "ERROR"),
+            &req,
+        )
+        .add(
+            b.url("TransIn", "FAILURE"),
+            b.url("TransInCompensate", ""),
+            &req,
+        )
         .retry_interval(SEC);
     saga.submit().await.unwrap();
     wait_for_calls(&gid, "TransOutCompensate", 1).await;
@@ -128,11 +157,16 @@ async fn saga_resubmit_while_submitted_is_accepted_and_after_succeed_refused() {
     let (saga, req) = transfer("ONGOING", "").await;
     saga.submit().await.unwrap();
     wait_for_calls(saga.gid(), "TransOut", 1).await;
-    saga.submit().await.expect("a submitted saga may be submitted again");
+    saga.submit()
+        .await
+        .expect("a submitted saga may be submitted again");
     wait_status(saga.gid(), GlobalStatus::Succeed).await;
     let err = saga.submit().await.unwrap_err();
     assert!(err.is_failure(), "{err:?}");
-    assert!(err.to_string().contains("current status 'succeed'"), "{err}");
+    assert!(
+        err.to_string().contains("current status 'succeed'"),
+        "{err}"
+    );
     // Steps ran again on the second submit, but the money moved once.
     assert_balances(&req, -30, 30);
 }
@@ -162,7 +196,10 @@ async fn saga_concurrent_normal() {
     saga.submit().await.unwrap();
     let q = wait_status(saga.gid(), GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [P, S, P, S]);
-    assert_eq!(q.transaction.unwrap().custom_data, r#"{"orders":{},"concurrent":true}"#);
+    assert_eq!(
+        q.transaction.unwrap().custom_data,
+        r#"{"orders":{},"concurrent":true}"#
+    );
     assert_balances(&req, -30, 30);
 }
 
@@ -174,7 +211,11 @@ async fn saga_concurrent_rollback_with_compensation_ongoing_once() {
     let b = bank();
     let saga = client()
         .saga(&gid)
-        .add(b.url("TransOut", "FAILURE"), b.url("TransOutCompensate", "ONGOING"), &req)
+        .add(
+            b.url("TransOut", "FAILURE"),
+            b.url("TransOutCompensate", "ONGOING"),
+            &req,
+        )
         .add(b.url("TransIn", ""), b.url("TransInCompensate", ""), &req)
         .concurrent()
         .retry_interval(SEC);
@@ -183,7 +224,11 @@ async fn saga_concurrent_rollback_with_compensation_ongoing_once() {
     // Step 1 failed; its compensation answered ONGOING once and was retried.
     assert_eq!(q.branches[0].status, S);
     assert_eq!(q.branches[1].status, F);
-    let compensations = b.routes(&gid).iter().filter(|r| *r == "TransOutCompensate").count();
+    let compensations = b
+        .routes(&gid)
+        .iter()
+        .filter(|r| *r == "TransOutCompensate")
+        .count();
     assert_eq!(compensations, 2);
     assert_balances(&req, 0, 0);
 }
@@ -196,7 +241,10 @@ async fn saga_concurrent_rollback_order_first_step_fails() {
     let q = wait_status(saga.gid(), GlobalStatus::Failed).await;
     // Step 2 waited for step 1, so it never ran and is not compensated.
     assert_eq!(q.branch_statuses(), [S, F, P, P]);
-    assert_eq!(bank().routes(saga.gid()), ["TransOut", "TransOutCompensate"]);
+    assert_eq!(
+        bank().routes(saga.gid()),
+        ["TransOut", "TransOutCompensate"]
+    );
     assert_balances(&req, 0, 0);
 }
 
@@ -210,7 +258,12 @@ async fn saga_concurrent_rollback_order_second_step_fails() {
     // Compensation runs in reverse order: step 2 before step 1.
     assert_eq!(
         bank().routes(saga.gid()),
-        ["TransOut", "TransIn", "TransInCompensate", "TransOutCompensate"]
+        [
+            "TransOut",
+            "TransIn",
+            "TransInCompensate",
+            "TransOutCompensate"
+        ]
     );
     assert_balances(&req, 0, 0);
 }
@@ -222,7 +275,11 @@ async fn saga_retry_limit_not_reached_succeeds() {
     saga.submit().await.unwrap();
     let q = wait_status(saga.gid(), GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [P, S, P, S]);
-    let tries = bank().routes(saga.gid()).iter().filter(|r| *r == "TransIn").count();
+    let tries = bank()
+        .routes(saga.gid())
+        .iter()
+        .filter(|r| *r == "TransIn")
+        .count();
     assert_eq!(tries, 4);
     assert_balances(&req, -30, 30);
 }
@@ -251,7 +308,10 @@ async fn saga_timeout_to_fail_rolls_back_an_unfinished_saga() {
     let q = wait_status(saga.gid(), GlobalStatus::Failed).await;
     // The action that may have run is compensated; step 2 never started.
     assert_eq!(q.branch_statuses(), [S, P, P, P]);
-    assert_eq!(q.transaction.unwrap().rollback_reason, "Timeout after 2 seconds");
+    assert_eq!(
+        q.transaction.unwrap().rollback_reason,
+        "Timeout after 2 seconds"
+    );
     assert_balances(&req, 0, 0);
 }
 
@@ -261,7 +321,11 @@ async fn saga_wait_result_normal() {
     let saga = saga.wait_result(true);
     saga.submit().await.unwrap();
     let (status, branches) = status_of(saga.gid()).await;
-    assert_eq!(status, Some(GlobalStatus::Succeed), "finished inside submit");
+    assert_eq!(
+        status,
+        Some(GlobalStatus::Succeed),
+        "finished inside submit"
+    );
     assert_eq!(branches, [P, S, P, S]);
     assert_balances(&req, -30, 30);
 }
@@ -272,7 +336,10 @@ async fn saga_wait_result_rollback_reports_the_reason() {
     let saga = saga.wait_result(true);
     let err = saga.submit().await.unwrap_err();
     assert!(err.is_failure(), "{err:?}");
-    assert!(err.to_string().contains("TransIn scripted to fail"), "{err}");
+    assert!(
+        err.to_string().contains("TransIn scripted to fail"),
+        "{err}"
+    );
     let (status, branches) = status_of(saga.gid()).await;
     assert_eq!(status, Some(GlobalStatus::Failed));
     assert_eq!(branches, [S, S, S, F]);
@@ -304,7 +371,11 @@ async fn saga_branch_headers_reach_every_call_including_cron_retries() {
         "TransIn failed once and was retried by the cron"
     );
     for call in &calls {
-        assert_eq!(call.headers.get("test_header").map(String::as_str), Some("test"), "{call:?}");
+        assert_eq!(
+            call.headers.get("test_header").map(String::as_str),
+            Some("test"),
+            "{call:?}"
+        );
     }
     assert_balances(&req, -30, 30);
 }
@@ -312,7 +383,9 @@ async fn saga_branch_headers_reach_every_call_including_cron_retries() {
 #[tokio::test]
 async fn saga_request_timeout_is_stored_and_used() {
     let (saga, req) = transfer("", "").await;
-    let saga = saga.request_timeout(Duration::from_secs(6)).wait_result(true);
+    let saga = saga
+        .request_timeout(Duration::from_secs(6))
+        .wait_result(true);
     saga.submit().await.unwrap();
     let q = client().query(saga.gid()).await.unwrap();
     let t = q.transaction.unwrap();

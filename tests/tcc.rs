@@ -16,7 +16,12 @@ fn req_for(gid: &str) -> TransferReq {
     TransferReq::new(30, from, to)
 }
 
-async fn trans_out(tcc: &Tcc, req: &TransferReq, try_result: &str, cancel_result: &str) -> dtmcli::Result<()> {
+async fn trans_out(
+    tcc: &Tcc,
+    req: &TransferReq,
+    try_result: &str,
+    cancel_result: &str,
+) -> dtmcli::Result<()> {
     let b = bank();
     tcc.call_branch(
         req,
@@ -41,7 +46,11 @@ async fn trans_in(tcc: &Tcc, req: &TransferReq, try_result: &str) -> dtmcli::Res
 }
 
 fn assert_balances(req: &TransferReq, out_delta: i64, in_delta: i64) {
-    assert_eq!(bank().balance(&req.from), INITIAL_BALANCE + out_delta, "from");
+    assert_eq!(
+        bank().balance(&req.from),
+        INITIAL_BALANCE + out_delta,
+        "from"
+    );
     assert_eq!(bank().balance(&req.to), INITIAL_BALANCE + in_delta, "to");
 }
 
@@ -63,12 +72,29 @@ async fn tcc_normal() {
     assert_eq!(value, 42, "the closure's value is returned");
     let q = wait_status(&gid, GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [P, S, P, S]);
-    let ops: Vec<(&str, Op)> = q.branches.iter().map(|b| (b.branch_id.as_str(), b.op)).collect();
-    assert_eq!(ops, [("01", Op::Cancel), ("01", Op::Confirm), ("02", Op::Cancel), ("02", Op::Confirm)]);
+    let ops: Vec<(&str, Op)> = q
+        .branches
+        .iter()
+        .map(|b| (b.branch_id.as_str(), b.op))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("01", Op::Cancel),
+            ("01", Op::Confirm),
+            ("02", Op::Cancel),
+            ("02", Op::Confirm)
+        ]
+    );
     // Confirms run in reverse registration order.
     assert_eq!(
         bank().routes(&gid),
-        ["TransOutTry", "TransInTry", "TransInConfirm", "TransOutConfirm"]
+        [
+            "TransOutTry",
+            "TransInTry",
+            "TransInConfirm",
+            "TransOutConfirm"
+        ]
     );
     // The try carried the client's view of the transaction, including the server address.
     let try_call = &bank().calls(&gid)[0];
@@ -92,14 +118,25 @@ async fn tcc_rollback_cancels_every_branch_including_the_failed_try() {
         .await
         .unwrap_err();
     assert!(err.is_failure(), "{err:?}");
-    assert!(err.to_string().contains("TransInTry scripted to fail"), "{err}");
+    assert!(
+        err.to_string().contains("TransInTry scripted to fail"),
+        "{err}"
+    );
     let q = wait_status(&gid, GlobalStatus::Failed).await;
     assert_eq!(q.branch_statuses(), [S, P, S, P]);
     let reason = q.transaction.unwrap().rollback_reason;
     assert!(reason.contains("FAILURE"), "{reason}");
     let routes = bank().routes(&gid);
-    assert_eq!(routes.iter().filter(|r| *r == "TransInCancel").count(), 1, "{routes:?}");
-    assert_eq!(routes.iter().filter(|r| *r == "TransOutCancel").count(), 2, "ONGOING once: {routes:?}");
+    assert_eq!(
+        routes.iter().filter(|r| *r == "TransInCancel").count(),
+        1,
+        "{routes:?}"
+    );
+    assert_eq!(
+        routes.iter().filter(|r| *r == "TransOutCancel").count(),
+        2,
+        "ONGOING once: {routes:?}"
+    );
     // The try of 01 was undone; the cancel of the failed try 02 had nothing to undo.
     assert_balances(&req, 0, 0);
 }
@@ -153,9 +190,16 @@ async fn tcc_branch_headers_reach_try_and_confirm() {
     let q = wait_status(&gid, GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [P, S]);
     let calls = bank().calls(&gid);
-    assert_eq!(calls.iter().map(|c| c.route.as_str()).collect::<Vec<_>>(), ["TransOutTry", "TransOutConfirm"]);
+    assert_eq!(
+        calls.iter().map(|c| c.route.as_str()).collect::<Vec<_>>(),
+        ["TransOutTry", "TransOutConfirm"]
+    );
     for call in &calls {
-        assert_eq!(call.headers.get("test_header").map(String::as_str), Some("test"), "{call:?}");
+        assert_eq!(
+            call.headers.get("test_header").map(String::as_str),
+            Some("test"),
+            "{call:?}"
+        );
     }
     assert_balances(&req, -30, 0);
 }
@@ -185,7 +229,10 @@ async fn tcc_timeout_aborts_and_later_branches_are_refused() {
     assert_eq!(status, Some(GlobalStatus::Failed));
     assert_eq!(branches, [S, P]);
     let q = client().query(&gid).await.unwrap();
-    assert_eq!(q.transaction.unwrap().rollback_reason, "Timeout after 2 seconds");
+    assert_eq!(
+        q.transaction.unwrap().rollback_reason,
+        "Timeout after 2 seconds"
+    );
     assert_eq!(bank().routes(&gid), ["TransOutTry", "TransOutCancel"]);
     assert_balances(&req, 0, 0);
 }
@@ -211,10 +258,16 @@ async fn tcc_panic_inside_the_closure_aborts_and_resumes_the_panic() {
     })
     .await;
     let panic = joined.unwrap_err().into_panic();
-    assert_eq!(panic.downcast_ref::<&str>(), Some(&"boom in the global transaction"));
+    assert_eq!(
+        panic.downcast_ref::<&str>(),
+        Some(&"boom in the global transaction")
+    );
     let q = wait_status(&gid, GlobalStatus::Failed).await;
     assert_eq!(q.branch_statuses(), [S, P]);
-    assert_eq!(q.transaction.unwrap().rollback_reason, "panic: boom in the global transaction");
+    assert_eq!(
+        q.transaction.unwrap().rollback_reason,
+        "panic: boom in the global transaction"
+    );
     assert_balances(&req, 0, 0);
 }
 

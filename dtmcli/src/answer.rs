@@ -55,8 +55,14 @@ mod tests {
         assert_eq!(c(425, ""), Ok(DtmResult::Ongoing));
         assert_eq!(c(409, ""), Ok(DtmResult::Failure));
         // Legacy answers: 200 with the result in the body.
-        assert_eq!(c(200, r#"{"dtm_result":"FAILURE"}"#), Ok(DtmResult::Failure));
-        assert_eq!(c(200, r#"{"dtm_result":"ONGOING"}"#), Ok(DtmResult::Ongoing));
+        assert_eq!(
+            c(200, r#"{"dtm_result":"FAILURE"}"#),
+            Ok(DtmResult::Failure)
+        );
+        assert_eq!(
+            c(200, r#"{"dtm_result":"ONGOING"}"#),
+            Ok(DtmResult::Ongoing)
+        );
         // ONGOING is checked before FAILURE, and body words win over the status.
         assert_eq!(c(409, "ONGOING"), Ok(DtmResult::Ongoing));
         assert_eq!(c(500, "upstream said FAILURE"), Ok(DtmResult::Failure));

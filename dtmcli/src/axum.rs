@@ -168,7 +168,9 @@ mod tests {
     fn app() -> Router {
         Router::new().route(
             "/b",
-            get(|info: BranchInfo| async move { format!("{}:{}:{}", info.gid, info.branch_id, info.op) }),
+            get(|info: BranchInfo| async move {
+                format!("{}:{}:{}", info.gid, info.branch_id, info.op)
+            }),
         )
     }
 
@@ -177,13 +179,19 @@ mod tests {
         let req = Request::get("/b?gid=g&trans_type=saga&branch_id=01&op=action")
             .body(Body::empty())
             .unwrap();
-        assert_eq!(answer(app().oneshot(req).await.unwrap()).await, (200, "g:01:action".into()));
+        assert_eq!(
+            answer(app().oneshot(req).await.unwrap()).await,
+            (200, "g:01:action".into())
+        );
 
         let req = Request::get("/b?gid=g&trans_type=tcc&op=try")
             .header("dtm-branch_id", "02")
             .body(Body::empty())
             .unwrap();
-        assert_eq!(answer(app().oneshot(req).await.unwrap()).await, (200, "g:02:try".into()));
+        assert_eq!(
+            answer(app().oneshot(req).await.unwrap()).await,
+            (200, "g:02:try".into())
+        );
     }
 
     #[tokio::test]
@@ -205,7 +213,10 @@ mod tests {
         assert_eq!(answer(DtmResult::Failure.into_response()).await.0, 409);
         assert_eq!(answer(DtmResult::Ongoing.into_response()).await.0, 425);
         let (status, body) = answer(Error::failure("no money").into_response()).await;
-        assert_eq!((status, body.as_str()), (409, r#"{"dtm_result":"FAILURE","message":"no money"}"#));
+        assert_eq!(
+            (status, body.as_str()),
+            (409, r#"{"dtm_result":"FAILURE","message":"no money"}"#)
+        );
         assert_eq!(answer(Error::ongoing("").into_response()).await.0, 425);
         let (status, body) = answer(Error::other("db said FAILURE").into_response()).await;
         assert_eq!(status, 500);

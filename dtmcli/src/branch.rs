@@ -42,9 +42,7 @@ impl BranchInfo {
         let op = required("op")?;
         let parse_err =
             |field: &str, e: Error| Error::InvalidArgument(format!("field `{field}`: {e}"));
-        let trans_type = trans_type
-            .parse()
-            .map_err(|e| parse_err("trans_type", e))?;
+        let trans_type = trans_type.parse().map_err(|e| parse_err("trans_type", e))?;
         let op = op.parse().map_err(|e| parse_err("op", e))?;
         Ok(BranchInfo {
             gid,
@@ -157,8 +155,9 @@ mod tests {
 
     #[test]
     fn query_pairs_round_trip() {
-        let info = BranchInfo::from_query("gid=a&trans_type=xa&branch_id=01&op=action&phase2_url=u")
-            .unwrap();
+        let info =
+            BranchInfo::from_query("gid=a&trans_type=xa&branch_id=01&op=action&phase2_url=u")
+                .unwrap();
         let query = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(info.query_pairs())
             .finish();

@@ -209,8 +209,12 @@ impl DtmClient {
 
     /// Removes `url` from `topic`'s subscribers.
     pub async fn unsubscribe(&self, topic: &str, url: &str) -> Result<()> {
-        self.get_ok(Method::GET, "unsubscribe", &[("topic", topic), ("url", url)])
-            .await
+        self.get_ok(
+            Method::GET,
+            "unsubscribe",
+            &[("topic", topic), ("url", url)],
+        )
+        .await
     }
 
     /// Deletes `topic` and all its subscriptions.
@@ -295,8 +299,9 @@ impl DtmClient {
         for (name, value) in headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|e| Error::InvalidArgument(format!("branch header {name:?}: {e}")))?;
-            let value = HeaderValue::from_str(value)
-                .map_err(|e| Error::InvalidArgument(format!("branch header value {value:?}: {e}")))?;
+            let value = HeaderValue::from_str(value).map_err(|e| {
+                Error::InvalidArgument(format!("branch header value {value:?}: {e}"))
+            })?;
             req = req.header(name, value);
         }
         tracing::debug!(url, gid = %info.gid, branch_id = %info.branch_id, op = %info.op, "branch call");
@@ -340,8 +345,8 @@ pub(crate) fn with_query<'a>(
     url: &str,
     pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<String> {
-    let mut parsed = Url::parse(url)
-        .map_err(|e| Error::InvalidArgument(format!("branch URL {url:?}: {e}")))?;
+    let mut parsed =
+        Url::parse(url).map_err(|e| Error::InvalidArgument(format!("branch URL {url:?}: {e}")))?;
     {
         let mut q = parsed.query_pairs_mut();
         for (k, v) in pairs {

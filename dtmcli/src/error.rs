@@ -119,6 +119,7 @@ impl Error {
         matches!(self, Error::Ongoing { .. })
     }
 
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn payload(what: impl Into<String>, source: serde_json::Error) -> Self {
         Error::Payload {
             what: what.into(),
@@ -127,6 +128,7 @@ impl Error {
     }
 
     /// A copy of a builder's deferred payload error (those are returned on every submit).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn clone_payload(&self) -> Self {
         match self {
             Error::Payload { what, source } => Error::Payload {

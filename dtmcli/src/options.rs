@@ -46,6 +46,7 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// Whole seconds, rounded up so that a short but non-zero duration does not become "default".
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) fn whole_seconds(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
@@ -89,7 +90,9 @@ macro_rules! option_setters {
 
         /// A header the server sends with every branch call (also on retries).
         pub fn branch_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-            self.options.branch_headers.insert(name.into(), value.into());
+            self.options
+                .branch_headers
+                .insert(name.into(), value.into());
             self
         }
 

@@ -213,7 +213,12 @@ impl Tcc {
         };
         inner
             .client
-            .call_branch(try_url, &info, Some(data.into_bytes()), &inner.branch_headers)
+            .call_branch(
+                try_url,
+                &info,
+                Some(data.into_bytes()),
+                &inner.branch_headers,
+            )
             .await
     }
 }

@@ -204,7 +204,10 @@ mod tests {
     #[test]
     fn unknown_strings_are_rejected_with_their_kind() {
         let err = "bogus".parse::<Op>().unwrap_err();
-        assert_eq!(err.to_string(), "invalid argument: unknown operation \"bogus\"");
+        assert_eq!(
+            err.to_string(),
+            "invalid argument: unknown operation \"bogus\""
+        );
     }
 
     #[test]

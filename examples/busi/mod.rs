@@ -280,19 +280,17 @@ impl Bank {
     }
 
     /// Runs the business effect of a call once per `(gid, branch_id, op)`.
-    async fn apply(
-        &self,
-        route: &str,
-        info: &BranchInfo,
-        body: &[u8],
-    ) -> Result<DtmResult, Error> {
+    async fn apply(&self, route: &str, info: &BranchInfo, body: &[u8]) -> Result<DtmResult, Error> {
         if route == "QueryPrepared" {
             return Ok(DtmResult::Success);
         }
         let req: TransferReq = serde_json::from_slice(body)
             .map_err(|e| Error::InvalidArgument(format!("transfer body: {e}")))?;
         if req.amount <= 0 {
-            return Err(Error::failure(format!("amount must be positive, got {}", req.amount)));
+            return Err(Error::failure(format!(
+                "amount must be positive, got {}",
+                req.amount
+            )));
         }
         if route == "TransInTryNested" {
             return self.nested_try(info, &req).await;
@@ -327,7 +325,10 @@ impl Bank {
             // Null compensation, duplicate, or a forward operation after its compensation.
             return Ok(DtmResult::Success);
         }
-        *state.balances.entry(account.clone()).or_insert(INITIAL_BALANCE) += delta;
+        *state
+            .balances
+            .entry(account.clone())
+            .or_insert(INITIAL_BALANCE) += delta;
         Ok(DtmResult::Success)
     }
 
@@ -345,9 +346,13 @@ impl Bank {
     }
 }
 
-/// Serves the routes on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, bank: Bank) -> std::io::Result<()> {
+/// Serves the routes on `listener` until the process ends. The bank knows its
+/// [`Bank::base_url`] as soon as this returns, before the future is first polled.
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    bank: Bank,
+) -> std::io::Result<impl std::future::Future<Output = std::io::Result<()>>> {
     let addr = listener.local_addr()?;
     let _ = bank.base_url.set(format!("http://{addr}{BASE_PATH}"));
-    axum::serve(listener, router(bank)).await
+    Ok(async move { axum::serve(listener, router(bank)).await })
 }

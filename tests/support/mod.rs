@@ -70,8 +70,7 @@ fn ping(port: u16) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    if s
-        .write_all(b"GET /api/ping HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+    if s.write_all(b"GET /api/ping HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         .is_err()
     {
         return false;
@@ -177,15 +176,12 @@ pub fn bank() -> &'static busi::Bank {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                     .await
                     .expect("bind the business service");
-                let serve = busi::serve(listener, served.clone());
+                let serve = busi::serve(listener, served).expect("business service address");
                 tx.send(()).unwrap();
                 serve.await.expect("business service");
             });
         });
         rx.recv().expect("business service started");
-        while bank.base_url().is_empty() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
         bank
     })
 }

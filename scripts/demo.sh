@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs the quick start on this machine: installs the DTM server if needed, starts it with its
+# embedded boltdb store in a temporary folder, runs `cargo run --example quick_start` (which
+# starts the example business service and runs a saga, a failing saga, a TCC and a message),
+# then stops DTM.
+#
+#   DTM_HTTP_PORT / DTM_GRPC_PORT  DTM's ports (default 36789 / 36790)
+#   BUSI_ADDR                      the business service's address (default 127.0.0.1:8081)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dtm_bin="$(scripts/install-dtm.sh)"
+http_port="${DTM_HTTP_PORT:-36789}"
+grpc_port="${DTM_GRPC_PORT:-36790}"
+work="$(mktemp -d)"
+cat >"$work/conf.yml" <<YAML
+Store:
+  Driver: boltdb
+HttpPort: $http_port
+GrpcPort: $grpc_port
+UpdateBranchSync: 1
+LogLevel: warn
+YAML
+
+(cd "$work" && exec "$dtm_bin" -c "$work/conf.yml" >"$work/dtm.log" 2>&1) &
+dtm_pid=$!
+trap 'kill "$dtm_pid" 2>/dev/null; wait "$dtm_pid" 2>/dev/null; rm -rf "$work"' EXIT
+
+for _ in $(seq 1 150); do
+  if curl -fsS "http://127.0.0.1:$http_port/api/ping" >/dev/null 2>&1; then
+    break
+  fi
+  if ! kill -0 "$dtm_pid" 2>/dev/null; then
+    echo "demo: DTM exited; its log:" >&2
+    cat "$work/dtm.log" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+curl -fsS "http://127.0.0.1:$http_port/api/ping" >/dev/null || {
+  echo "demo: DTM did not answer on port $http_port; its log:" >&2
+  cat "$work/dtm.log" >&2
+  exit 1
+}
+echo "demo: DTM $dtm_bin is up on port $http_port (boltdb store in $work)"
+
+DTM_SERVER="http://127.0.0.1:$http_port/api/dtmsvr" cargo run --quiet --example quick_start
