@@ -33,6 +33,11 @@ pub enum Error {
         message: String,
     },
 
+    /// `DUPLICATED`: the local transaction of a two-phase message found its barrier row
+    /// already written by the server's query, so it must not commit (the message is dropped).
+    #[error("DUPLICATED: the message was queried before its local transaction committed")]
+    Duplicated,
+
     /// A call was answered with an HTTP status the protocol gives no meaning to.
     #[error("{url} answered HTTP {status}: {body}")]
     Status {

@@ -6,7 +6,9 @@ use serde::Serialize;
 
 use crate::options::whole_seconds;
 use crate::trans::{payload_json, Step, TransBody};
-use crate::{DtmClient, Error, Result, TransOptions, TransType};
+use std::future::Future;
+
+use crate::{BranchInfo, DtmClient, Error, Op, Result, TransOptions, TransType};
 
 /// A two-phase message under construction.
 ///
@@ -143,6 +145,71 @@ impl Msg {
     /// Drops a prepared message: it ends as `failed` and no step is called.
     pub async fn abort(&self) -> Result<()> {
         self.send("abort").await
+    }
+
+    /// Prepares the message, runs the local work `busi`, then submits or drops the message
+    /// according to the outcome (`../shared/PROTOCOL.md` §6):
+    ///
+    /// - `busi` succeeded → submit;
+    /// - `busi` answered [`Error::Failure`] → abort (the message is dropped);
+    /// - any other error of `busi` (a lost commit acknowledgement, [`Error::Duplicated`], ...)
+    ///   → ask `query_prepared` whether the local work committed: SUCCESS → submit, FAILURE →
+    ///   abort, another answer → leave the message prepared for the server to query.
+    ///
+    /// Returns `busi`'s error if it failed, else the error of the query or submit, if any.
+    /// With a SQL database, `dtm_barrier`'s `do_and_submit_db` wraps the local work in the
+    /// barrier so that the query can tell whether it committed.
+    pub async fn do_and_submit<T, Fut>(
+        &mut self,
+        query_prepared: impl Into<String>,
+        busi: Fut,
+    ) -> Result<T>
+    where
+        Fut: Future<Output = Result<T>>,
+    {
+        self.prepare(query_prepared).await?;
+        let outcome = busi.await;
+        let mut later = None;
+        if let Err(e) = &outcome {
+            if !e.is_failure() {
+                tracing::debug!(gid = %self.gid, error = %e, "local work failed; querying");
+                later = self.query_local_work().await.err();
+            }
+        }
+        let dropped = matches!(&outcome, Err(e) if e.is_failure())
+            || matches!(&later, Some(e) if e.is_failure());
+        if dropped {
+            if let Err(e) = self.abort().await {
+                tracing::warn!(gid = %self.gid, error = %e, "abort of the message failed");
+            }
+        } else if later.is_none() {
+            later = self.submit().await.err();
+        }
+        match (outcome, later) {
+            (Err(e), _) | (Ok(_), Some(e)) => Err(e),
+            (Ok(value), None) => Ok(value),
+        }
+    }
+
+    /// Calls `query_prepared` as the server would, with the branch info of the message query.
+    async fn query_local_work(&self) -> Result<()> {
+        let info = BranchInfo {
+            gid: self.gid.clone(),
+            trans_type: TransType::Msg,
+            branch_id: crate::QUERY_PREPARED_BRANCH_ID.to_owned(),
+            op: Op::Msg,
+            dtm: Some(self.client.server().to_owned()),
+            phase2_url: None,
+        };
+        self.client
+            .call_branch(
+                &self.query_prepared,
+                &info,
+                None,
+                &self.options.branch_headers,
+            )
+            .await
+            .map(drop)
     }
 }
 

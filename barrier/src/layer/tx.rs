@@ -1,0 +1,106 @@
+//! The handler's view of the barrier: the open local transaction.
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use sqlx::Transaction;
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+
+use crate::{BarrierDatabase, BranchBarrier, Error};
+
+/// The local transaction [`BarrierLayer`](crate::BarrierLayer) opened for this request, with
+/// the barrier rows already inserted. Write the business changes through it; the layer
+/// commits when the handler answers 2xx and rolls back otherwise.
+///
+/// ```no_run
+/// use dtm_barrier::BarrierTx;
+/// use dtmcli::{DtmResult, Error};
+/// use sqlx::Sqlite;
+///
+/// async fn trans_in(tx: BarrierTx<Sqlite>) -> Result<DtmResult, Error> {
+///     let mut tx = tx.lock().await?;
+///     sqlx::query("update account set balance = balance + 30 where id = 2")
+///         .execute(&mut **tx)
+///         .await
+///         .map_err(Error::other)?;
+///     Ok(DtmResult::Success)
+/// }
+/// ```
+pub struct BarrierTx<DB: BarrierDatabase> {
+    pub(crate) tx: Arc<Mutex<Option<Transaction<'static, DB>>>>,
+    pub(crate) branch: Arc<BranchBarrier<DB>>,
+}
+
+impl<DB: BarrierDatabase> Clone for BarrierTx<DB> {
+    fn clone(&self) -> Self {
+        BarrierTx {
+            tx: Arc::clone(&self.tx),
+            branch: Arc::clone(&self.branch),
+        }
+    }
+}
+
+impl<DB: BarrierDatabase> fmt::Debug for BarrierTx<DB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BarrierTx")
+            .field("branch", &self.branch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<DB: BarrierDatabase> BarrierTx<DB> {
+    /// Locks the transaction for use (`&mut **guard` is an executor).
+    ///
+    /// Fails with [`Error::TransactionClosed`] only if used after the request ended.
+    pub async fn lock(&self) -> Result<MappedMutexGuard<'_, Transaction<'static, DB>>, Error> {
+        MutexGuard::try_map(self.tx.lock().await, Option::as_mut)
+            .map_err(|_| Error::TransactionClosed)
+    }
+
+    /// The branch barrier of this request, for more protected local transactions in the same
+    /// handler (they get barrier ids `02`, `03`, ...).
+    pub fn branch(&self) -> &BranchBarrier<DB> {
+        &self.branch
+    }
+}
+
+/// The rejection of [`BarrierTx`] when the route is not wrapped in the layer: a 500 naming it.
+#[derive(Debug)]
+pub struct MissingBarrierLayer;
+
+impl fmt::Display for MissingBarrierLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "BarrierTx needs the route to be wrapped in dtm_barrier::BarrierLayer for the same database type",
+        )
+    }
+}
+
+impl std::error::Error for MissingBarrierLayer {}
+
+impl IntoResponse for MissingBarrierLayer {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({ "message": self.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+impl<S: Send + Sync, DB: BarrierDatabase> FromRequestParts<S> for BarrierTx<DB> {
+    type Rejection = MissingBarrierLayer;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<BarrierTx<DB>>()
+            .cloned()
+            .ok_or(MissingBarrierLayer)
+    }
+}

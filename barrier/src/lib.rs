@@ -1,0 +1,36 @@
+//! The DTM sub-transaction barrier over SQL: exactly-once branch operations for MySQL/MariaDB,
+//! PostgreSQL and SQLite through sqlx.
+//!
+//! DTM may call a branch twice, call a compensation whose forward operation never arrived
+//! (null compensation), or deliver a forward operation after its compensation (hanging). The
+//! barrier records each `(gid, branch_id, op, barrier_id)` in a table inside the business's own
+//! local transaction and decides whether the business code runs (`../shared/PROTOCOL.md` §8).
+//! The table is the Go client's, so Go and Rust services can share it.
+//!
+//! - [`Barrier`]: the pool and the table; [`Barrier::branch`] gives a [`BranchBarrier`] whose
+//!   [`call`](BranchBarrier::call) runs business code in a guarded local transaction, and
+//!   [`Barrier::query_prepared`] answers a two-phase message's query.
+//! - [`BarrierLayer`] (feature `axum`): the same as a tower layer around an axum router;
+//!   handlers get the open transaction with the [`BarrierTx`] extractor.
+//! - [`MsgBarrierExt::do_and_submit_db`] (feature `http`): a two-phase message whose local work
+//!   is guarded by the barrier.
+
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod call;
+mod dialect;
+mod error;
+#[cfg(feature = "axum")]
+mod layer;
+#[cfg(feature = "http")]
+mod msg;
+
+pub use call::{Barrier, BranchBarrier, Business, Decision};
+#[doc(hidden)]
+pub use dialect::Row;
+pub use dialect::{BarrierDatabase, Dialect, TableName, DEFAULT_SQLITE_TABLE, DEFAULT_TABLE};
+pub use error::Error;
+#[cfg(feature = "axum")]
+pub use layer::{BarrierLayer, BarrierService, BarrierTx, MissingBarrierLayer};
+#[cfg(feature = "http")]
+pub use msg::MsgBarrierExt;
