@@ -151,7 +151,7 @@ async fn force_stop_ends_a_transaction_without_compensation() {
     assert_eq!(status_of(&gid).await.0, Some(GlobalStatus::Failed));
     assert!(!b.routes(&gid).iter().any(|r| r.ends_with("Compensate")));
     assert_eq!(
-        b.balance(&from),
+        b.balance(&from).await,
         support::busi::INITIAL_BALANCE - 7,
         "not compensated"
     );

@@ -27,13 +27,9 @@ async fn msg_in(in_result: &str) -> (Msg, TransferReq) {
     (msg, req)
 }
 
-fn assert_balances(req: &TransferReq, out_delta: i64, in_delta: i64) {
-    assert_eq!(
-        bank().balance(&req.from),
-        INITIAL_BALANCE + out_delta,
-        "from"
-    );
-    assert_eq!(bank().balance(&req.to), INITIAL_BALANCE + in_delta, "to");
+async fn assert_balances(req: &TransferReq, out_delta: i64, in_delta: i64) {
+    assert_eq!(bank().balance(&req.from).await, INITIAL_BALANCE + out_delta, "from");
+    assert_eq!(bank().balance(&req.to).await, INITIAL_BALANCE + in_delta, "to");
 }
 
 /// Submits until the server's topic map (refreshed every second in tests) knows the topic.
@@ -76,7 +72,7 @@ async fn msg_topic_normal() {
     assert_eq!(ids, ["01-01", "01-02"]);
     assert!(q.branches.iter().all(|b| b.op == Op::Action));
     assert_eq!(q.branch_statuses(), [S, S]);
-    assert_balances(&req, -30, 30);
+    assert_balances(&req, -30, 30).await;
 
     dtm.unsubscribe(&topic, &b.url("TransOut", ""))
         .await
@@ -128,7 +124,7 @@ async fn msg_prepared_is_queried_and_submitted_when_the_query_succeeds() {
         .iter()
         .all(|c| c.branch_id == "00" && c.op == Op::Msg));
     assert_eq!(calls.iter().filter(|c| c.route == "TransIn").count(), 2);
-    assert_balances(&req, 0, 30);
+    assert_balances(&req, 0, 30).await;
 }
 
 #[tokio::test]
@@ -141,7 +137,7 @@ async fn msg_prepared_fails_when_the_query_says_failure() {
     let q = wait_status(msg.gid(), GlobalStatus::Failed).await;
     assert_eq!(q.branch_statuses(), [P]);
     assert_eq!(bank().routes(msg.gid()), ["QueryPrepared", "QueryPrepared"]);
-    assert_balances(&req, 0, 0);
+    assert_balances(&req, 0, 0).await;
 }
 
 #[tokio::test]
@@ -156,7 +152,7 @@ async fn msg_prepare_then_submit() {
         bank().url("QueryPrepared", "")
     );
     assert_eq!(bank().routes(msg.gid()), ["TransIn"], "no query needed");
-    assert_balances(&req, 0, 30);
+    assert_balances(&req, 0, 30).await;
 }
 
 #[tokio::test]
@@ -169,7 +165,7 @@ async fn msg_abort_of_a_prepared_message() {
         (Some(GlobalStatus::Failed), vec![P])
     );
     assert!(bank().routes(msg.gid()).is_empty());
-    assert_balances(&req, 0, 0);
+    assert_balances(&req, 0, 0).await;
 }
 
 #[tokio::test]
@@ -185,7 +181,7 @@ async fn msg_abnormal_prepare_twice_and_after_the_end() {
     let err = msg.prepare(query).await.unwrap_err();
     assert!(err.is_failure(), "{err:?}");
     assert!(err.to_string().contains("cannot prepare"), "{err}");
-    assert_balances(&req, 0, 30);
+    assert_balances(&req, 0, 30).await;
 }
 
 #[tokio::test]
@@ -210,7 +206,7 @@ async fn msg_delay_holds_the_branches_back() {
     );
     assert_eq!(q.branch_statuses(), [S]);
     assert_eq!(q.transaction.unwrap().custom_data, r#"{"delay":2}"#);
-    assert_balances(&req, 0, 30);
+    assert_balances(&req, 0, 30).await;
 }
 
 #[tokio::test]
@@ -229,7 +225,7 @@ async fn msg_concurrent() {
     assert_eq!(q.branch_statuses(), [S, S]);
     assert_eq!(q.branches[0].branch_id, "01");
     assert_eq!(q.branches[1].branch_id, "02");
-    assert_balances(&req, -30, 30);
+    assert_balances(&req, -30, 30).await;
 }
 
 #[tokio::test]
@@ -239,5 +235,5 @@ async fn msg_failure_of_a_step_is_retried_not_rolled_back() {
     let q = wait_status(msg.gid(), GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [S]);
     assert_eq!(bank().routes(msg.gid()), ["TransIn", "TransIn", "TransIn"]);
-    assert_balances(&req, 0, 30);
+    assert_balances(&req, 0, 30).await;
 }

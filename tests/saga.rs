@@ -34,13 +34,9 @@ async fn transfer(out_result: &str, in_result: &str) -> (Saga, TransferReq) {
     (saga, req)
 }
 
-fn assert_balances(req: &TransferReq, out_delta: i64, in_delta: i64) {
-    assert_eq!(
-        bank().balance(&req.from),
-        INITIAL_BALANCE + out_delta,
-        "from"
-    );
-    assert_eq!(bank().balance(&req.to), INITIAL_BALANCE + in_delta, "to");
+async fn assert_balances(req: &TransferReq, out_delta: i64, in_delta: i64) {
+    assert_eq!(bank().balance(&req.from).await, INITIAL_BALANCE + out_delta, "from");
+    assert_eq!(bank().balance(&req.to).await, INITIAL_BALANCE + in_delta, "to");
 }
 
 async fn wait_for_calls(gid: &str, route: &str, n: usize) {
@@ -80,7 +76,7 @@ async fn saga_normal() {
     // The payload stored for the branches is the typed request, as JSON.
     let stored: TransferReq = serde_json::from_slice(&q.branches[1].payload().unwrap()).unwrap();
     assert_eq!(stored.amount, 30);
-    assert_balances(&req, -30, 30);
+    assert_balances(&req, -30, 30).await;
 }
 
 #[tokio::test]
@@ -100,7 +96,7 @@ async fn saga_rollback_compensates_the_failed_step_too() {
             "TransOutCompensate"
         ]
     );
-    assert_balances(&req, 0, 0);
+    assert_balances(&req, 0, 0).await;
 }
 
 #[tokio::test]
@@ -113,7 +109,7 @@ async fn saga_ongoing_stays_submitted_then_succeeds() {
     assert_eq!(branches, [P, P, P, P]);
     let q = wait_status(saga.gid(), GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [P, S, P, S]);
-    assert_balances(&req, -30, 30);
+    assert_balances(&req, -30, 30).await;
 }
 
 #[tokio::test]
@@ -149,7 +145,7 @@ async fn saga_compensation_error_is_retried_by_the_cron() {
         .collect();
     assert_eq!(answers.len(), 2, "{answers:?}");
     assert_eq!(answers[0], DtmResultOrError::Error);
-    assert_balances(&req, 0, 0);
+    assert_balances(&req, 0, 0).await;
 }
 
 #[tokio::test]
@@ -168,7 +164,7 @@ async fn saga_resubmit_while_submitted_is_accepted_and_after_succeed_refused() {
         "{err}"
     );
     // Steps ran again on the second submit, but the money moved once.
-    assert_balances(&req, -30, 30);
+    assert_balances(&req, -30, 30).await;
 }
 
 #[tokio::test]
@@ -186,7 +182,7 @@ async fn saga_empty_url_counts_as_success() {
     let q = wait_status(&gid, GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [P, S, P, S]);
     assert_eq!(b.routes(&gid), ["TransOut"]);
-    assert_balances(&req, -30, 0);
+    assert_balances(&req, -30, 0).await;
 }
 
 #[tokio::test]
@@ -200,7 +196,7 @@ async fn saga_concurrent_normal() {
         q.transaction.unwrap().custom_data,
         r#"{"orders":{},"concurrent":true}"#
     );
-    assert_balances(&req, -30, 30);
+    assert_balances(&req, -30, 30).await;
 }
 
 #[tokio::test]
@@ -230,7 +226,7 @@ async fn saga_concurrent_rollback_with_compensation_ongoing_once() {
         .filter(|r| *r == "TransOutCompensate")
         .count();
     assert_eq!(compensations, 2);
-    assert_balances(&req, 0, 0);
+    assert_balances(&req, 0, 0).await;
 }
 
 #[tokio::test]
@@ -245,7 +241,7 @@ async fn saga_concurrent_rollback_order_first_step_fails() {
         bank().routes(saga.gid()),
         ["TransOut", "TransOutCompensate"]
     );
-    assert_balances(&req, 0, 0);
+    assert_balances(&req, 0, 0).await;
 }
 
 #[tokio::test]
@@ -265,7 +261,7 @@ async fn saga_concurrent_rollback_order_second_step_fails() {
             "TransOutCompensate"
         ]
     );
-    assert_balances(&req, 0, 0);
+    assert_balances(&req, 0, 0).await;
 }
 
 #[tokio::test]
@@ -281,7 +277,7 @@ async fn saga_retry_limit_not_reached_succeeds() {
         .filter(|r| *r == "TransIn")
         .count();
     assert_eq!(tries, 4);
-    assert_balances(&req, -30, 30);
+    assert_balances(&req, -30, 30).await;
 }
 
 #[tokio::test]
@@ -296,7 +292,7 @@ async fn saga_retry_limit_exceeded_rolls_back() {
         q.transaction.unwrap().rollback_reason,
         "RetryCount is greater than RetryLimit, RetryLimit: 1"
     );
-    assert_balances(&req, 0, 0);
+    assert_balances(&req, 0, 0).await;
 }
 
 #[tokio::test]
@@ -312,7 +308,7 @@ async fn saga_timeout_to_fail_rolls_back_an_unfinished_saga() {
         q.transaction.unwrap().rollback_reason,
         "Timeout after 2 seconds"
     );
-    assert_balances(&req, 0, 0);
+    assert_balances(&req, 0, 0).await;
 }
 
 #[tokio::test]
@@ -327,7 +323,7 @@ async fn saga_wait_result_normal() {
         "finished inside submit"
     );
     assert_eq!(branches, [P, S, P, S]);
-    assert_balances(&req, -30, 30);
+    assert_balances(&req, -30, 30).await;
 }
 
 #[tokio::test]
@@ -343,7 +339,7 @@ async fn saga_wait_result_rollback_reports_the_reason() {
     let (status, branches) = status_of(saga.gid()).await;
     assert_eq!(status, Some(GlobalStatus::Failed));
     assert_eq!(branches, [S, S, S, F]);
-    assert_balances(&req, 0, 0);
+    assert_balances(&req, 0, 0).await;
 }
 
 #[tokio::test]
@@ -355,7 +351,7 @@ async fn saga_wait_result_ongoing_is_an_error_then_the_cron_finishes() {
     assert_eq!(status_of(saga.gid()).await.0, Some(GlobalStatus::Submitted));
     let q = wait_status(saga.gid(), GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [P, S, P, S]);
-    assert_balances(&req, -30, 30);
+    assert_balances(&req, -30, 30).await;
 }
 
 #[tokio::test]
@@ -377,7 +373,7 @@ async fn saga_branch_headers_reach_every_call_including_cron_retries() {
             "{call:?}"
         );
     }
-    assert_balances(&req, -30, 30);
+    assert_balances(&req, -30, 30).await;
 }
 
 #[tokio::test]
@@ -392,5 +388,5 @@ async fn saga_request_timeout_is_stored_and_used() {
     assert_eq!(t.status, GlobalStatus::Succeed);
     let options: serde_json::Value = serde_json::from_str(&t.options).unwrap();
     assert_eq!(options["request_timeout"], 6, "{options}");
-    assert_balances(&req, -30, 30);
+    assert_balances(&req, -30, 30).await;
 }

@@ -45,13 +45,9 @@ async fn trans_in(tcc: &Tcc, req: &TransferReq, try_result: &str) -> dtmcli::Res
     .map(drop)
 }
 
-fn assert_balances(req: &TransferReq, out_delta: i64, in_delta: i64) {
-    assert_eq!(
-        bank().balance(&req.from),
-        INITIAL_BALANCE + out_delta,
-        "from"
-    );
-    assert_eq!(bank().balance(&req.to), INITIAL_BALANCE + in_delta, "to");
+async fn assert_balances(req: &TransferReq, out_delta: i64, in_delta: i64) {
+    assert_eq!(bank().balance(&req.from).await, INITIAL_BALANCE + out_delta, "from");
+    assert_eq!(bank().balance(&req.to).await, INITIAL_BALANCE + in_delta, "to");
 }
 
 #[tokio::test]
@@ -99,7 +95,7 @@ async fn tcc_normal() {
     // The try carried the client's view of the transaction, including the server address.
     let try_call = &bank().calls(&gid)[0];
     assert_eq!((try_call.branch_id.as_str(), try_call.op), ("01", Op::Try));
-    assert_balances(&req, -30, 30);
+    assert_balances(&req, -30, 30).await;
 }
 
 #[tokio::test]
@@ -138,7 +134,7 @@ async fn tcc_rollback_cancels_every_branch_including_the_failed_try() {
         "ONGOING once: {routes:?}"
     );
     // The try of 01 was undone; the cancel of the failed try 02 had nothing to undo.
-    assert_balances(&req, 0, 0);
+    assert_balances(&req, 0, 0).await;
 }
 
 #[tokio::test]
@@ -173,7 +169,7 @@ async fn tcc_nested_branch_gets_a_sub_branch_id() {
         .find(|c| c.route == "TransInTry")
         .expect("the nested try ran");
     assert_eq!(nested_try.branch_id, "0201");
-    assert_balances(&req, -30, 30);
+    assert_balances(&req, -30, 30).await;
 }
 
 #[tokio::test]
@@ -201,7 +197,7 @@ async fn tcc_branch_headers_reach_try_and_confirm() {
             "{call:?}"
         );
     }
-    assert_balances(&req, -30, 0);
+    assert_balances(&req, -30, 0).await;
 }
 
 #[tokio::test]
@@ -234,7 +230,7 @@ async fn tcc_timeout_aborts_and_later_branches_are_refused() {
         "Timeout after 2 seconds"
     );
     assert_eq!(bank().routes(&gid), ["TransOutTry", "TransOutCancel"]);
-    assert_balances(&req, 0, 0);
+    assert_balances(&req, 0, 0).await;
 }
 
 #[tokio::test]
@@ -268,7 +264,7 @@ async fn tcc_panic_inside_the_closure_aborts_and_resumes_the_panic() {
         q.transaction.unwrap().rollback_reason,
         "panic: boom in the global transaction"
     );
-    assert_balances(&req, 0, 0);
+    assert_balances(&req, 0, 0).await;
 }
 
 #[tokio::test]

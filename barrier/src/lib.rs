@@ -31,6 +31,6 @@ pub use dialect::Row;
 pub use dialect::{BarrierDatabase, Dialect, TableName, DEFAULT_SQLITE_TABLE, DEFAULT_TABLE};
 pub use error::Error;
 #[cfg(feature = "axum")]
-pub use layer::{BarrierLayer, BarrierService, BarrierTx, MissingBarrierLayer};
+pub use layer::{BarrierLayer, BarrierService, BarrierTx, MissingBarrierLayer, TxGuard};
 #[cfg(feature = "http")]
 pub use msg::MsgBarrierExt;

@@ -17,6 +17,10 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use dtmcli::{BranchStatus, DtmClient, GlobalStatus, TransQuery};
+use sqlx::mysql::MySqlPoolOptions;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{MySql, Postgres, Sqlite};
 
 /// The DTM version the suite runs against.
 pub const DTM_VERSION: &str = "v1.19.0";
@@ -158,32 +162,97 @@ pub fn client() -> DtmClient {
     DtmClient::new(&dtm().api).expect("valid DTM URL")
 }
 
-/// The quick-start business service of this test binary, on its own runtime thread so that it
-/// outlives every test's runtime.
-pub fn bank() -> &'static busi::Bank {
-    static BANK: OnceLock<busi::Bank> = OnceLock::new();
+/// The SQLite bank: the quick-start business service on the embedded default database.
+pub fn bank() -> &'static busi::Bank<Sqlite> {
+    static BANK: OnceLock<busi::Bank<Sqlite>> = OnceLock::new();
     BANK.get_or_init(|| {
-        let bank = busi::Bank::new(client());
-        let served = bank.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("business service runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind the business service");
-                let serve = busi::serve(listener, served).expect("business service address");
-                tx.send(()).unwrap();
-                serve.await.expect("business service");
-            });
-        });
-        rx.recv().expect("business service started");
-        bank
+        let dir = std::env::temp_dir().join(format!("dtm-busi-{}", dtmcli::local_gid()));
+        std::fs::create_dir_all(&dir).expect("create the SQLite folder");
+        let file = dir.join("busi.db");
+        start_bank(move || async move {
+            let options = SqliteConnectOptions::new()
+                .filename(file)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(30));
+            SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(options)
+                .await
+                .expect("open the SQLite database")
+        })
     })
+}
+
+/// The database URL from the environment; a missing one fails the test loudly.
+pub fn db_url(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: start the databases with `scripts/db.sh start` and export what \
+             `scripts/db.sh env` prints (scripts/test.sh does both)"
+        )
+    })
+}
+
+/// The bank on MariaDB/MySQL (`DTM_TEST_MYSQL_URL`).
+pub fn mysql_bank() -> &'static busi::Bank<MySql> {
+    static BANK: OnceLock<busi::Bank<MySql>> = OnceLock::new();
+    BANK.get_or_init(|| {
+        let url = db_url("DTM_TEST_MYSQL_URL");
+        start_bank(move || async move {
+            MySqlPoolOptions::new()
+                .max_connections(20)
+                .connect(&url)
+                .await
+                .expect("connect to MariaDB")
+        })
+    })
+}
+
+/// The bank on PostgreSQL (`DTM_TEST_POSTGRES_URL`).
+pub fn postgres_bank() -> &'static busi::Bank<Postgres> {
+    static BANK: OnceLock<busi::Bank<Postgres>> = OnceLock::new();
+    BANK.get_or_init(|| {
+        let url = db_url("DTM_TEST_POSTGRES_URL");
+        start_bank(move || async move {
+            PgPoolOptions::new()
+                .max_connections(20)
+                .connect(&url)
+                .await
+                .expect("connect to PostgreSQL")
+        })
+    })
+}
+
+/// Starts a bank on its own runtime thread, so that it (and its pool) outlive every test's
+/// runtime.
+fn start_bank<DB, F, Fut>(connect: F) -> busi::Bank<DB>
+where
+    DB: busi::Ledger,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = sqlx::Pool<DB>>,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("business service runtime");
+        rt.block_on(async move {
+            let pool = connect().await;
+            let bank = busi::Bank::connect(pool, client())
+                .await
+                .expect("create the bank's tables");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind the business service");
+            let serve = busi::serve(listener, bank.clone()).expect("business service address");
+            tx.send(bank).unwrap();
+            serve.await.expect("business service");
+        });
+    });
+    rx.recv().expect("business service started")
 }
 
 /// A fresh gid from the server.

@@ -29,7 +29,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Mutex;
 use tower::{Layer, Service};
 
-pub use tx::{BarrierTx, MissingBarrierLayer};
+pub use tx::{BarrierTx, MissingBarrierLayer, TxGuard};
 
 use crate::{Barrier, BarrierDatabase, Decision, Error};
 

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sqlx::Transaction;
-use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
 use crate::{BarrierDatabase, BranchBarrier, Error};
 
@@ -57,9 +57,11 @@ impl<DB: BarrierDatabase> BarrierTx<DB> {
     /// Locks the transaction for use (`&mut **guard` is an executor).
     ///
     /// Fails with [`Error::TransactionClosed`] only if used after the request ended.
-    pub async fn lock(&self) -> Result<MappedMutexGuard<'_, Transaction<'static, DB>>, Error> {
-        MutexGuard::try_map(self.tx.lock().await, Option::as_mut)
-            .map_err(|_| Error::TransactionClosed)
+    pub async fn lock(&self) -> Result<TxGuard<DB>, Error> {
+        // An owned guard keeps the future free of borrowed lifetimes, so that handlers
+        // generic over the database stay `Send`.
+        let guard = Arc::clone(&self.tx).lock_owned().await;
+        OwnedMutexGuard::try_map(guard, Option::as_mut).map_err(|_| Error::TransactionClosed)
     }
 
     /// The branch barrier of this request, for more protected local transactions in the same
@@ -68,6 +70,9 @@ impl<DB: BarrierDatabase> BarrierTx<DB> {
         &self.branch
     }
 }
+
+/// The locked transaction of a [`BarrierTx`]; it derefs to the sqlx [`Transaction`].
+pub type TxGuard<DB> = OwnedMappedMutexGuard<Option<Transaction<'static, DB>>, Transaction<'static, DB>>;
 
 /// The rejection of [`BarrierTx`] when the route is not wrapped in the layer: a 500 naming it.
 #[derive(Debug)]
