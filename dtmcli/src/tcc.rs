@@ -182,35 +182,9 @@ impl Tcc {
         confirm_url: &str,
         cancel_url: &str,
     ) -> Result<BranchResponse> {
+        let data = payload_json(payload, || "a TCC branch".to_owned())?;
+        let info = self.register(&data, confirm_url, cancel_url).await?;
         let inner = &self.inner;
-        let branch_id = inner
-            .ids
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .next_id()?;
-        let data = payload_json(payload, || format!("TCC branch {branch_id}"))?;
-        inner
-            .client
-            .post(
-                "registerBranch",
-                &RegisterTccBranch {
-                    gid: &inner.gid,
-                    trans_type: TransType::Tcc,
-                    branch_id: &branch_id,
-                    data: &data,
-                    confirm: confirm_url,
-                    cancel: cancel_url,
-                },
-            )
-            .await?;
-        let info = BranchInfo {
-            gid: inner.gid.clone(),
-            trans_type: TransType::Tcc,
-            branch_id,
-            op: Op::Try,
-            dtm: Some(inner.client.server().to_owned()),
-            phase2_url: None,
-        };
         inner
             .client
             .call_branch(
@@ -220,6 +194,55 @@ impl Tcc {
                 &inner.branch_headers,
             )
             .await
+    }
+
+    /// Registers a branch without calling its try, for callers that call the try themselves;
+    /// returns the branch info a try call must carry (`op=try`, with `dtm`).
+    /// [`Tcc::call_branch`] is the usual way.
+    pub async fn register_branch<T: Serialize + ?Sized>(
+        &self,
+        payload: &T,
+        confirm_url: &str,
+        cancel_url: &str,
+    ) -> Result<BranchInfo> {
+        let data = payload_json(payload, || "a TCC branch".to_owned())?;
+        self.register(&data, confirm_url, cancel_url).await
+    }
+
+    async fn register(
+        &self,
+        data: &str,
+        confirm_url: &str,
+        cancel_url: &str,
+    ) -> Result<BranchInfo> {
+        let inner = &self.inner;
+        let branch_id = inner
+            .ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .next_id()?;
+        inner
+            .client
+            .post(
+                "registerBranch",
+                &RegisterTccBranch {
+                    gid: &inner.gid,
+                    trans_type: TransType::Tcc,
+                    branch_id: &branch_id,
+                    data,
+                    confirm: confirm_url,
+                    cancel: cancel_url,
+                },
+            )
+            .await?;
+        Ok(BranchInfo {
+            gid: inner.gid.clone(),
+            trans_type: TransType::Tcc,
+            branch_id,
+            op: Op::Try,
+            dtm: Some(inner.client.server().to_owned()),
+            phase2_url: None,
+        })
     }
 }
 

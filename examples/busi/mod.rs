@@ -71,7 +71,10 @@ pub trait Ledger: BarrierDatabase {
         check: bool,
     ) -> BoxFuture<'c, sqlx::Result<bool>>;
     /// The balance of `account`, `None` if it was never used.
-    fn balance<'c>(pool: &'c Pool<Self>, account: &'c str) -> BoxFuture<'c, sqlx::Result<Option<i64>>>;
+    fn balance<'c>(
+        pool: &'c Pool<Self>,
+        account: &'c str,
+    ) -> BoxFuture<'c, sqlx::Result<Option<i64>>>;
 }
 
 macro_rules! ledger {
@@ -118,7 +121,10 @@ macro_rules! ledger {
                 account: &'c str,
             ) -> BoxFuture<'c, sqlx::Result<Option<i64>>> {
                 Box::pin(async move {
-                    sqlx::query_scalar($select).bind(account).fetch_optional(pool).await
+                    sqlx::query_scalar($select)
+                        .bind(account)
+                        .fetch_optional(pool)
+                        .await
                 })
             }
         }
@@ -255,7 +261,10 @@ impl<DB: Ledger> Bank<DB> {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.runtime.spawn(fut).await.expect("task on the bank's runtime")
+        self.runtime
+            .spawn(fut)
+            .await
+            .expect("task on the bank's runtime")
     }
 
     /// The balance of `account`.
@@ -329,7 +338,9 @@ impl<DB: Ledger> Bank<DB> {
             branch
                 .call(|tx| {
                     Box::pin(async move {
-                        DB::adjust(tx, &to, part, false).await.map_err(Error::other)?;
+                        DB::adjust(tx, &to, part, false)
+                            .await
+                            .map_err(Error::other)?;
                         Ok::<_, Error>(())
                     })
                 })
@@ -382,24 +393,30 @@ pub fn router<DB: Ledger>(bank: Bank<DB>) -> Router {
     for route in GUARDED {
         guarded = guarded.route(
             &format!("/{route}"),
-            any(move |State(bank): State<Bank<DB>>, tx: BarrierTx<DB>, body: Bytes| async move {
-                bank.transfer(route, tx, body).await
-            }),
+            any(
+                move |State(bank): State<Bank<DB>>, tx: BarrierTx<DB>, body: Bytes| async move {
+                    bank.transfer(route, tx, body).await
+                },
+            ),
         );
     }
     let guarded = guarded.layer(BarrierLayer::new(bank.barrier.clone()));
     let plain = Router::new()
         .route(
             "/TransInB2",
-            any(|State(bank): State<Bank<DB>>, info: BranchInfo, body: Bytes| async move {
-                bank.trans_in_twice(info, &body).await
-            }),
+            any(
+                |State(bank): State<Bank<DB>>, info: BranchInfo, body: Bytes| async move {
+                    bank.trans_in_twice(info, &body).await
+                },
+            ),
         )
         .route(
             "/TransInTryNested",
-            any(|State(bank): State<Bank<DB>>, info: BranchInfo, body: Bytes| async move {
-                bank.nested_try(info, &body).await
-            }),
+            any(
+                |State(bank): State<Bank<DB>>, info: BranchInfo, body: Bytes| async move {
+                    bank.nested_try(info, &body).await
+                },
+            ),
         )
         .route(
             "/QueryPrepared",
@@ -407,12 +424,14 @@ pub fn router<DB: Ledger>(bank: Bank<DB>) -> Router {
         )
         .route(
             "/QueryPreparedB",
-            any(|State(bank): State<Bank<DB>>, info: BranchInfo| async move {
-                bank.barrier
-                    .query_prepared(&info.gid)
-                    .await
-                    .map_err(dtmcli::Error::from)
-            }),
+            any(
+                |State(bank): State<Bank<DB>>, info: BranchInfo| async move {
+                    bank.barrier
+                        .query_prepared(&info.gid)
+                        .await
+                        .map_err(dtmcli::Error::from)
+                },
+            ),
         );
     let recorder = bank.recorder.clone();
     let api = guarded
@@ -435,7 +454,13 @@ async fn record(State(rec): State<Recorder>, req: Request, next: Next) -> Respon
     let Ok(info) = BranchInfo::from_parts(&parts) else {
         return next.run(Request::from_parts(parts, body)).await;
     };
-    let route = parts.uri.path().rsplit('/').next().unwrap_or_default().to_owned();
+    let route = parts
+        .uri
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let script = Query::<ResultScript>::try_from_uri(&parts.uri)
         .map(|q| q.0)
         .unwrap_or_default();
@@ -446,15 +471,27 @@ async fn record(State(rec): State<Recorder>, req: Request, next: Next) -> Respon
         .collect();
     let word = {
         let mut state = rec.inner.lock().unwrap();
-        let key = (info.gid.clone(), info.branch_id.clone(), info.op, route.clone());
+        let key = (
+            info.gid.clone(),
+            info.branch_id.clone(),
+            info.op,
+            route.clone(),
+        );
         let count = state.counts.entry(key).or_default();
-        let word = script.result.split(',').filter(|w| !w.is_empty()).nth(*count).map(str::to_owned);
+        let word = script
+            .result
+            .split(',')
+            .filter(|w| !w.is_empty())
+            .nth(*count)
+            .map(str::to_owned);
         *count += 1;
         word
     };
     let response = match word.as_deref() {
         Some("FAILURE") => Error::failure(format!("{route} scripted to fail")).into_response(),
-        Some("ONGOING") => Error::ongoing(format!("{route} scripted as not finished")).into_response(),
+        Some("ONGOING") => {
+            Error::ongoing(format!("{route} scripted as not finished")).into_response()
+        }
         Some("ERROR") => Error::other(format!("{route} scripted error")).into_response(),
         _ => next.run(Request::from_parts(parts, body)).await,
     };
@@ -471,7 +508,13 @@ async fn record(State(rec): State<Recorder>, req: Request, next: Next) -> Respon
         answer,
         headers,
     };
-    rec.inner.lock().unwrap().calls.entry(info.gid).or_default().push(call);
+    rec.inner
+        .lock()
+        .unwrap()
+        .calls
+        .entry(info.gid)
+        .or_default()
+        .push(call);
     response
 }
 
