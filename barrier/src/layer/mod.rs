@@ -207,3 +207,224 @@ fn database_error(e: Error) -> Response {
     )
         .into_response()
 }
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use axum::body::to_bytes;
+    use axum::routing::post;
+    use axum::Router;
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    use sqlx::{Sqlite, SqlitePool};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    async fn pool() -> SqlitePool {
+        // One connection: a leaked transaction would make the next statement wait.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::query("create table note (gid text, text text)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        Barrier::new(pool.clone()).create_table().await.unwrap();
+        pool
+    }
+
+    /// Writes a note, then answers the status given in the body (200, 409, 425, 500), or
+    /// never answers for "hang".
+    async fn handler(tx: BarrierTx<Sqlite>, body: String) -> Response {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        let gid = tx.branch().info().gid.clone();
+        {
+            let mut tx = tx.lock().await.unwrap();
+            sqlx::query("insert into note values (?, ?)")
+                .bind(&gid)
+                .bind(&body)
+                .execute(&mut **tx)
+                .await
+                .unwrap();
+        }
+        match body.as_str() {
+            "hang" => std::future::pending().await,
+            "409" => DtmResult::Failure.into_response(),
+            "425" => DtmResult::Ongoing.into_response(),
+            "500" => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            _ => DtmResult::Success.into_response(),
+        }
+    }
+
+    fn app(pool: SqlitePool) -> Router {
+        Router::new()
+            .route("/op", post(handler))
+            .layer(BarrierLayer::new(Barrier::new(pool)))
+    }
+
+    async fn call(app: &Router, query: &str, body: &str) -> (u16, String) {
+        let req = Request::post(format!("/op?{query}"))
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    async fn count(pool: &SqlitePool, table: &str, gid: &str) -> i64 {
+        sqlx::query_scalar(&format!("select count(*) from {table} where gid = ?"))
+            .bind(gid)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    fn q(gid: &str, branch: &str, op: &str) -> String {
+        format!("gid={gid}&trans_type=saga&branch_id={branch}&op={op}")
+    }
+
+    #[tokio::test]
+    async fn success_commits_business_and_barrier_rows() {
+        let pool = pool().await;
+        let app = app(pool.clone());
+        assert_eq!(call(&app, &q("g1", "01", "action"), "ok").await.0, 200);
+        assert_eq!(count(&pool, "note", "g1").await, 1);
+        assert_eq!(count(&pool, "dtm_barrier", "g1").await, 1);
+        // The duplicate is answered SUCCESS without calling the handler.
+        let before = CALLS.load(Ordering::SeqCst);
+        let (status, body) = call(&app, &q("g1", "01", "action"), "ok").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, r#"{"dtm_result":"SUCCESS"}"#)
+        );
+        assert_eq!(CALLS.load(Ordering::SeqCst), before);
+        assert_eq!(count(&pool, "note", "g1").await, 1);
+    }
+
+    #[tokio::test]
+    async fn other_answers_roll_back_and_pass_through() {
+        let pool = pool().await;
+        let app = app(pool.clone());
+        for (gid, answer) in [("g409", "409"), ("g425", "425"), ("g500", "500")] {
+            let (status, _) = call(&app, &q(gid, "01", "action"), answer).await;
+            assert_eq!(status.to_string(), answer);
+            assert_eq!(count(&pool, "note", gid).await, 0, "{gid}");
+            assert_eq!(count(&pool, "dtm_barrier", gid).await, 0, "{gid}");
+        }
+        // After the rolled-back FAILURE the compensation is a null compensation.
+        let before = CALLS.load(Ordering::SeqCst);
+        assert_eq!(
+            call(&app, &q("g409", "01", "compensate"), "ok").await.0,
+            200
+        );
+        assert_eq!(CALLS.load(Ordering::SeqCst), before, "handler not called");
+        assert_eq!(count(&pool, "note", "g409").await, 0);
+    }
+
+    #[tokio::test]
+    async fn null_compensation_then_hanging_action_do_nothing() {
+        let pool = pool().await;
+        let app = app(pool.clone());
+        let before = CALLS.load(Ordering::SeqCst);
+        assert_eq!(call(&app, &q("g2", "01", "compensate"), "ok").await.0, 200);
+        assert_eq!(call(&app, &q("g2", "01", "action"), "ok").await.0, 200);
+        assert_eq!(CALLS.load(Ordering::SeqCst), before, "handler never called");
+        assert_eq!(count(&pool, "note", "g2").await, 0);
+        // The compensation recorded both its own row and the blocking action row.
+        assert_eq!(count(&pool, "dtm_barrier", "g2").await, 2);
+    }
+
+    #[tokio::test]
+    async fn missing_trans_info_is_a_400_naming_the_field() {
+        let pool = pool().await;
+        let app = app(pool.clone());
+        let before = CALLS.load(Ordering::SeqCst);
+        let (status, body) = call(&app, "gid=g3&trans_type=saga&branch_id=01", "ok").await;
+        assert_eq!(status, 400);
+        assert!(body.contains("`op`"), "{body}");
+        assert_eq!(CALLS.load(Ordering::SeqCst), before);
+        assert_eq!(count(&pool, "dtm_barrier", "g3").await, 0);
+    }
+
+    #[tokio::test]
+    async fn database_down_is_a_500_and_the_handler_is_not_called() {
+        let options = SqliteConnectOptions::new()
+            .filename("/nonexistent-dir/barrier.db")
+            .create_if_missing(false);
+        let pool = SqlitePoolOptions::new()
+            .acquire_timeout(Duration::from_secs(1))
+            .connect_lazy_with(options);
+        let app = app(pool);
+        let before = CALLS.load(Ordering::SeqCst);
+        let (status, body) = call(&app, &q("g4", "01", "action"), "ok").await;
+        assert_eq!(status, 500);
+        assert!(body.contains("barrier database error"), "{body}");
+        assert!(!body.contains("FAILURE") && !body.contains("ONGOING"));
+        assert_eq!(CALLS.load(Ordering::SeqCst), before);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_request_rolls_back() {
+        let pool = pool().await;
+        let app = app(pool.clone());
+        let hung = tokio::time::timeout(
+            Duration::from_millis(300),
+            call(&app, &q("g5", "01", "action"), "hang"),
+        )
+        .await;
+        assert!(hung.is_err(), "the handler never answers");
+        // The connection came back (max 1 connection) and nothing was committed.
+        assert_eq!(count(&pool, "note", "g5").await, 0);
+        assert_eq!(count(&pool, "dtm_barrier", "g5").await, 0);
+        // DTM's retry then runs normally.
+        assert_eq!(call(&app, &q("g5", "01", "action"), "ok").await.0, 200);
+        assert_eq!(count(&pool, "note", "g5").await, 1);
+    }
+
+    #[tokio::test]
+    async fn the_extractor_names_the_missing_layer() {
+        let app = Router::new().route("/op", post(handler));
+        let (status, body) = call(&app, &q("g6", "01", "action"), "ok").await;
+        assert_eq!(status, 500);
+        assert!(body.contains("BarrierLayer"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn query_prepared_and_msg_requests_pass_through() {
+        let pool = pool().await;
+        let barrier = Barrier::new(pool.clone());
+        let app = Router::new()
+            .route(
+                "/qp",
+                post(
+                    |info: BranchInfo, tx: Option<BarrierTx<Sqlite>>| async move {
+                        assert!(tx.is_none(), "no barrier transaction for op=msg");
+                        format!("{} passed", info.gid)
+                    },
+                ),
+            )
+            .layer(BarrierLayer::new(barrier.clone()));
+        let req = Request::post("/qp?gid=g7&trans_type=msg&branch_id=00&op=msg")
+            .body(Body::empty())
+            .unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            barrier.query_prepared("g7").await.unwrap(),
+            DtmResult::Failure
+        );
+        assert_eq!(
+            barrier.query_prepared("g7").await.unwrap(),
+            DtmResult::Failure,
+            "stable"
+        );
+    }
+}

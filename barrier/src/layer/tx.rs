@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -72,7 +72,8 @@ impl<DB: BarrierDatabase> BarrierTx<DB> {
 }
 
 /// The locked transaction of a [`BarrierTx`]; it derefs to the sqlx [`Transaction`].
-pub type TxGuard<DB> = OwnedMappedMutexGuard<Option<Transaction<'static, DB>>, Transaction<'static, DB>>;
+pub type TxGuard<DB> =
+    OwnedMappedMutexGuard<Option<Transaction<'static, DB>>, Transaction<'static, DB>>;
 
 /// The rejection of [`BarrierTx`] when the route is not wrapped in the layer: a 500 naming it.
 #[derive(Debug)]
@@ -107,5 +108,18 @@ impl<S: Send + Sync, DB: BarrierDatabase> FromRequestParts<S> for BarrierTx<DB> 
             .get::<BarrierTx<DB>>()
             .cloned()
             .ok_or(MissingBarrierLayer)
+    }
+}
+
+/// `Option<BarrierTx<DB>>`: `None` where the layer opened no transaction (routes without the
+/// layer, `op=msg` queries).
+impl<S: Send + Sync, DB: BarrierDatabase> OptionalFromRequestParts<S> for BarrierTx<DB> {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<BarrierTx<DB>>().cloned())
     }
 }
