@@ -28,8 +28,16 @@ async fn msg_in(in_result: &str) -> (Msg, TransferReq) {
 }
 
 async fn assert_balances(req: &TransferReq, out_delta: i64, in_delta: i64) {
-    assert_eq!(bank().balance(&req.from).await, INITIAL_BALANCE + out_delta, "from");
-    assert_eq!(bank().balance(&req.to).await, INITIAL_BALANCE + in_delta, "to");
+    assert_eq!(
+        bank().balance(&req.from).await,
+        INITIAL_BALANCE + out_delta,
+        "from"
+    );
+    assert_eq!(
+        bank().balance(&req.to).await,
+        INITIAL_BALANCE + in_delta,
+        "to"
+    );
 }
 
 /// Submits until the server's topic map (refreshed every second in tests) knows the topic.

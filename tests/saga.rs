@@ -35,8 +35,16 @@ async fn transfer(out_result: &str, in_result: &str) -> (Saga, TransferReq) {
 }
 
 async fn assert_balances(req: &TransferReq, out_delta: i64, in_delta: i64) {
-    assert_eq!(bank().balance(&req.from).await, INITIAL_BALANCE + out_delta, "from");
-    assert_eq!(bank().balance(&req.to).await, INITIAL_BALANCE + in_delta, "to");
+    assert_eq!(
+        bank().balance(&req.from).await,
+        INITIAL_BALANCE + out_delta,
+        "from"
+    );
+    assert_eq!(
+        bank().balance(&req.to).await,
+        INITIAL_BALANCE + in_delta,
+        "to"
+    );
 }
 
 async fn wait_for_calls(gid: &str, route: &str, n: usize) {

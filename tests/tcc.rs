@@ -46,8 +46,16 @@ async fn trans_in(tcc: &Tcc, req: &TransferReq, try_result: &str) -> dtmcli::Res
 }
 
 async fn assert_balances(req: &TransferReq, out_delta: i64, in_delta: i64) {
-    assert_eq!(bank().balance(&req.from).await, INITIAL_BALANCE + out_delta, "from");
-    assert_eq!(bank().balance(&req.to).await, INITIAL_BALANCE + in_delta, "to");
+    assert_eq!(
+        bank().balance(&req.from).await,
+        INITIAL_BALANCE + out_delta,
+        "from"
+    );
+    assert_eq!(
+        bank().balance(&req.to).await,
+        INITIAL_BALANCE + in_delta,
+        "to"
+    );
 }
 
 #[tokio::test]
