@@ -8,15 +8,19 @@
 //! DTM_SERVER=http://localhost:36789/api/dtmsvr cargo run --example quick_start
 //! ```
 //!
-//! The business service (module `busi`) listens on `BUSI_ADDR` (default `127.0.0.1:8081`).
+//! The business service (module `busi`) listens on `BUSI_ADDR` (default `127.0.0.1:8081`) and
+//! keeps its balances in SQLite (a temporary file, or `BUSI_SQLITE`) behind the DTM barrier.
 
 mod busi;
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use busi::{Bank, TransferReq, INITIAL_BALANCE};
+use busi::{Bank, Ledger, TransferReq, INITIAL_BALANCE};
+use dtm_barrier::MsgBarrierExt;
 use dtmcli::{DtmClient, TransQuery};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::Sqlite;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -30,13 +34,29 @@ async fn main() -> anyhow::Result<()> {
     let busi_addr = std::env::var("BUSI_ADDR").unwrap_or_else(|_| "127.0.0.1:8081".to_owned());
 
     let dtm = DtmClient::new(&server)?;
-    let bank = Bank::new(dtm.clone());
+    let db_file = match std::env::var("BUSI_SQLITE") {
+        Ok(path) => path.into(),
+        Err(_) => std::env::temp_dir().join(format!("dtm-quick-start-{}.db", dtmcli::local_gid())),
+    };
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(&db_file)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(10)),
+        )
+        .await
+        .with_context(|| format!("open {}", db_file.display()))?;
+    let bank: Bank<Sqlite> = Bank::connect(pool, dtm.clone()).await?;
     let listener = tokio::net::TcpListener::bind(&busi_addr)
         .await
         .with_context(|| format!("bind the business service to {busi_addr}"))?;
     tokio::spawn(busi::serve(listener, bank.clone())?);
     println!("DTM server:       {server}");
     println!("business service: {}", bank.base_url());
+    println!("balances:         SQLite {}", db_file.display());
     println!("alice and bob start with {INITIAL_BALANCE} each\n");
 
     let req = TransferReq::new(30, "alice", "bob");
@@ -95,17 +115,27 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     report("tcc", &dtm, &gid, b).await?;
 
-    // 4. A two-phase message: prepared, then submitted after the local work.
+    // 4. A two-phase message: the money leaves alice in a local transaction guarded by the
+    //    barrier; DTM then delivers TransIn to bob. If this process died between the two,
+    //    DTM would ask QueryPreparedB whether the local transaction committed.
     let gid = dtm.new_gid().await?;
-    let mut msg = dtm
-        .msg(&gid)
-        .add(b.url("TransOut", ""), &req)
-        .add(b.url("TransIn", ""), &req);
-    msg.prepare(b.url("QueryPrepared", "")).await?;
-    msg.submit().await?;
-    report("msg", &dtm, &gid, b).await?;
+    let mut msg = dtm.msg(&gid).add(b.url("TransIn", ""), &req);
+    let from = req.from.clone();
+    msg.do_and_submit_db(b.url("QueryPreparedB", ""), b.barrier(), move |tx| {
+        Box::pin(async move {
+            let done = Sqlite::adjust(&mut **tx, &from, -30, true)
+                .await
+                .map_err(dtmcli::Error::other)?;
+            if !done {
+                return Err(dtmcli::Error::failure("insufficient balance"));
+            }
+            Ok(())
+        })
+    })
+    .await?;
+    report("msg (DoAndSubmit)", &dtm, &gid, b).await?;
 
-    let (alice, bob) = (b.balance("alice"), b.balance("bob"));
+    let (alice, bob) = (b.balance("alice").await, b.balance("bob").await);
     if alice != INITIAL_BALANCE - 90 || bob != INITIAL_BALANCE + 90 {
         bail!("unexpected balances: alice {alice}, bob {bob}");
     }
@@ -114,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Waits until the transaction ends and prints its outcome and the balances.
-async fn report(what: &str, dtm: &DtmClient, gid: &str, bank: &Bank) -> anyhow::Result<()> {
+async fn report(what: &str, dtm: &DtmClient, gid: &str, bank: &Bank<Sqlite>) -> anyhow::Result<()> {
     let q = wait_final(dtm, gid).await?;
     let t = q.transaction.context("transaction not found")?;
     let branches: Vec<String> = q
@@ -129,8 +159,8 @@ async fn report(what: &str, dtm: &DtmClient, gid: &str, bank: &Bank) -> anyhow::
     }
     println!(
         "    balances: alice {}, bob {}",
-        bank.balance("alice"),
-        bank.balance("bob")
+        bank.balance("alice").await,
+        bank.balance("bob").await
     );
     Ok(())
 }

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the quick start on this machine: installs the DTM server if needed, starts it with its
 # embedded boltdb store in a temporary folder, runs `cargo run --example quick_start` (which
-# starts the example business service and runs a saga, a failing saga, a TCC and a message),
-# then stops DTM.
+# starts the example business service on SQLite and runs a saga, a failing saga, a TCC and a
+# message), then stops DTM.
+#
+#   scripts/demo.sh [EXAMPLE]      another example instead of quick_start (e.g. tcc_barrier)
 #
 #   DTM_HTTP_PORT / DTM_GRPC_PORT  DTM's ports (default 36789 / 36790)
 #   BUSI_ADDR                      the business service's address (default 127.0.0.1:8081)
@@ -44,4 +46,5 @@ curl -fsS "http://127.0.0.1:$http_port/api/ping" >/dev/null || {
 }
 echo "demo: DTM $dtm_bin is up on port $http_port (boltdb store in $work)"
 
-DTM_SERVER="http://127.0.0.1:$http_port/api/dtmsvr" cargo run --quiet --example quick_start
+example="${1:-quick_start}"
+DTM_SERVER="http://127.0.0.1:$http_port/api/dtmsvr" cargo run --quiet --example "$example"
