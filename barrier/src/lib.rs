@@ -11,7 +11,9 @@
 //!   [`call`](BranchBarrier::call) runs business code in a guarded local transaction, and
 //!   [`Barrier::query_prepared`] answers a two-phase message's query.
 //! - [`BarrierLayer`] (feature `axum`): the same as a tower layer around an axum router;
-//!   handlers get the open transaction with the [`BarrierTx`] extractor.
+//!   handlers get the open transaction with the [`BarrierTx`] extractor. With the `tonic`
+//!   feature the same layer wraps a tonic server (`Grpc` transport; handlers use
+//!   `BarrierTx::from_grpc`).
 //! - [`MsgBarrierExt::do_and_submit_db`] (feature `http`): a two-phase message whose local work
 //!   is guarded by the barrier.
 
@@ -31,6 +33,10 @@ pub use dialect::Row;
 pub use dialect::{BarrierDatabase, Dialect, TableName, DEFAULT_SQLITE_TABLE, DEFAULT_TABLE};
 pub use error::Error;
 #[cfg(feature = "axum")]
-pub use layer::{BarrierLayer, BarrierService, BarrierTx, MissingBarrierLayer, TxGuard};
+pub use layer::{
+    BarrierLayer, BarrierService, BarrierTx, Http, MissingBarrierLayer, Transport, TxGuard,
+};
+#[cfg(feature = "tonic")]
+pub use layer::{branch_info_from_metadata, Grpc};
 #[cfg(feature = "http")]
 pub use msg::MsgBarrierExt;

@@ -1,39 +1,68 @@
-//! The barrier as a tower layer for axum routers.
+//! The barrier as a tower layer, for axum routers (and, with the `tonic` feature, tonic
+//! servers).
 //!
-//! For every request the layer reads the branch info (query string, then `dtm-*` headers;
-//! missing → 400 naming the field), begins a local transaction and runs the barrier:
+//! For every request the layer reads the branch info (HTTP: query string, then `dtm-*`
+//! headers; gRPC: `dtm-*` metadata; missing → 400 / `InvalidArgument` naming the field), begins
+//! a local transaction and runs the barrier:
 //!
-//! - duplicate, null compensation or hanging → commit, answer 200
-//!   `{"dtm_result":"SUCCESS"}` without calling the handler;
-//! - otherwise the handler runs with the open transaction ([`BarrierTx`]); a 2xx answer
-//!   commits (a failed commit answers 500), any other answer rolls back and reaches DTM
-//!   unchanged (409 / 425 / 500);
-//! - a database error rolls back and answers 500, so DTM retries; a cancelled request rolls
-//!   back.
+//! - duplicate, null compensation or hanging → commit, answer SUCCESS (HTTP 200
+//!   `{"dtm_result":"SUCCESS"}`, gRPC OK) without calling the handler;
+//! - otherwise the handler runs with the open transaction ([`BarrierTx`]); a successful answer
+//!   (HTTP 2xx, gRPC OK) commits (a failed commit answers 500 / `Internal`), any other answer
+//!   rolls back and reaches DTM unchanged (409 / 425 / 500, `Aborted` / `FailedPrecondition`);
+//! - a database error rolls back and answers 500 / `Internal`, so DTM retries; a cancelled
+//!   request rolls back.
 //!
 //! Requests with `op=msg` (the server's query of a prepared message) pass through without a
 //! transaction: answer them with [`Barrier::query_prepared`](crate::Barrier::query_prepared).
 
+#[cfg(feature = "tonic")]
+mod grpc;
+mod http_transport;
 mod tx;
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use dtmcli::{BranchInfo, DtmResult, Op};
+use dtmcli::{BranchInfo, Op};
 use futures_util::future::BoxFuture;
+use http::request::Parts;
+use http::{Request, Response};
 use tokio::sync::Mutex;
 use tower::{Layer, Service};
 
+#[cfg(feature = "tonic")]
+pub use grpc::{branch_info_from_metadata, Grpc};
+pub use http_transport::Http;
 pub use tx::{BarrierTx, MissingBarrierLayer, TxGuard};
 
 use crate::{Barrier, BarrierDatabase, Decision, Error};
 
-/// Wraps a service (an axum `Router`, a route) in the barrier.
+/// How a transport carries branch info and the answers the layer writes itself.
+///
+/// Implemented by [`Http`] (axum) and, with the `tonic` feature, `Grpc` (tonic).
+pub trait Transport: Send + Sync + 'static {
+    /// The request body type.
+    type ReqBody: Send + 'static;
+    /// The response body type.
+    type ResBody: Send + 'static;
+
+    /// Reads the branch info of a request.
+    fn branch_info(parts: &Parts) -> Result<BranchInfo, dtmcli::Error>;
+    /// The answer to a request without (valid) branch info.
+    fn bad_request(error: dtmcli::Error) -> Response<Self::ResBody>;
+    /// The SUCCESS answer for a call the barrier skipped.
+    fn skipped() -> Response<Self::ResBody>;
+    /// The answer to a database error: one DTM retries.
+    fn database_error(error: &Error) -> Response<Self::ResBody>;
+    /// Whether the handler's answer means success (commit).
+    fn succeeded(response: &Response<Self::ResBody>) -> bool;
+}
+
+/// Wraps a service (an axum `Router` or route; a tonic server with [`BarrierLayer::grpc`]) in
+/// the barrier.
 ///
 /// ```no_run
 /// use axum::{routing::post, Router};
@@ -54,60 +83,79 @@ use crate::{Barrier, BarrierDatabase, Decision, Error};
 ///     .layer(BarrierLayer::new(Barrier::new(pool)));
 /// # }
 /// ```
-pub struct BarrierLayer<DB: BarrierDatabase> {
+pub struct BarrierLayer<DB: BarrierDatabase, T: Transport = Http> {
     barrier: Barrier<DB>,
+    transport: PhantomData<fn() -> T>,
 }
 
-impl<DB: BarrierDatabase> BarrierLayer<DB> {
-    /// A layer running `barrier` around every request.
+impl<DB: BarrierDatabase> BarrierLayer<DB, Http> {
+    /// A layer running `barrier` around every HTTP request (axum).
     pub fn new(barrier: Barrier<DB>) -> Self {
-        BarrierLayer { barrier }
-    }
-}
-
-impl<DB: BarrierDatabase> Clone for BarrierLayer<DB> {
-    fn clone(&self) -> Self {
         BarrierLayer {
-            barrier: self.barrier.clone(),
+            barrier,
+            transport: PhantomData,
         }
     }
 }
 
-impl<DB: BarrierDatabase> fmt::Debug for BarrierLayer<DB> {
+impl<DB: BarrierDatabase, T: Transport> BarrierLayer<DB, T> {
+    /// A layer for another transport, such as [`Http`] or `Grpc`.
+    pub fn with_transport(barrier: Barrier<DB>) -> Self {
+        BarrierLayer {
+            barrier,
+            transport: PhantomData,
+        }
+    }
+}
+
+impl<DB: BarrierDatabase, T: Transport> Clone for BarrierLayer<DB, T> {
+    fn clone(&self) -> Self {
+        BarrierLayer {
+            barrier: self.barrier.clone(),
+            transport: PhantomData,
+        }
+    }
+}
+
+impl<DB: BarrierDatabase, T: Transport> fmt::Debug for BarrierLayer<DB, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BarrierLayer")
             .field("barrier", &self.barrier)
+            .field("transport", &std::any::type_name::<T>())
             .finish()
     }
 }
 
-impl<S, DB: BarrierDatabase> Layer<S> for BarrierLayer<DB> {
-    type Service = BarrierService<S, DB>;
+impl<S, DB: BarrierDatabase, T: Transport> Layer<S> for BarrierLayer<DB, T> {
+    type Service = BarrierService<S, DB, T>;
 
     fn layer(&self, inner: S) -> Self::Service {
         BarrierService {
             inner,
             barrier: self.barrier.clone(),
+            transport: PhantomData,
         }
     }
 }
 
 /// The service made by [`BarrierLayer`].
-pub struct BarrierService<S, DB: BarrierDatabase> {
+pub struct BarrierService<S, DB: BarrierDatabase, T: Transport = Http> {
     inner: S,
     barrier: Barrier<DB>,
+    transport: PhantomData<fn() -> T>,
 }
 
-impl<S: Clone, DB: BarrierDatabase> Clone for BarrierService<S, DB> {
+impl<S: Clone, DB: BarrierDatabase, T: Transport> Clone for BarrierService<S, DB, T> {
     fn clone(&self) -> Self {
         BarrierService {
             inner: self.inner.clone(),
             barrier: self.barrier.clone(),
+            transport: PhantomData,
         }
     }
 }
 
-impl<S, DB: BarrierDatabase> fmt::Debug for BarrierService<S, DB> {
+impl<S, DB: BarrierDatabase, T: Transport> fmt::Debug for BarrierService<S, DB, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BarrierService")
             .field("barrier", &self.barrier)
@@ -115,43 +163,45 @@ impl<S, DB: BarrierDatabase> fmt::Debug for BarrierService<S, DB> {
     }
 }
 
-impl<S, DB> Service<Request<Body>> for BarrierService<S, DB>
+impl<S, DB, T> Service<Request<T::ReqBody>> for BarrierService<S, DB, T>
 where
-    S: Service<Request<Body>, Response = Response> + Clone + Send + 'static,
+    S: Service<Request<T::ReqBody>, Response = Response<T::ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     DB: BarrierDatabase,
+    T: Transport,
 {
-    type Response = Response;
+    type Response = Response<T::ResBody>;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+    type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, req: Request<T::ReqBody>) -> Self::Future {
         // The clone is not ready; keep the ready one for this call (tower's usual swap).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let barrier = self.barrier.clone();
-        Box::pin(guard(barrier, inner, req))
+        Box::pin(guard::<S, DB, T>(barrier, inner, req))
     }
 }
 
-async fn guard<S, DB>(
+async fn guard<S, DB, T>(
     barrier: Barrier<DB>,
     mut inner: S,
-    mut req: Request<Body>,
-) -> Result<Response, S::Error>
+    mut req: Request<T::ReqBody>,
+) -> Result<Response<T::ResBody>, S::Error>
 where
-    S: Service<Request<Body>, Response = Response>,
+    S: Service<Request<T::ReqBody>, Response = Response<T::ResBody>>,
     DB: BarrierDatabase,
+    T: Transport,
 {
     let (parts, body) = req.into_parts();
-    let info = match BranchInfo::from_parts(&parts) {
+    let info = match T::branch_info(&parts) {
         Ok(info) => info,
-        Err(e) => return Ok(dtmcli::axum::BranchInfoRejection(e).into_response()),
+        Err(e) => return Ok(T::bad_request(e)),
     };
     req = Request::from_parts(parts, body);
     if info.op == Op::Msg {
@@ -160,18 +210,18 @@ where
     let branch = Arc::new(barrier.branch(info));
     let mut tx = match barrier.pool().begin().await {
         Ok(tx) => tx,
-        Err(e) => return Ok(database_error(e.into())),
+        Err(e) => return Ok(database_error::<T>(e.into())),
     };
     let id = branch.next_barrier_id();
     match barrier.check(&mut tx, branch.info(), &id).await {
         Ok(Decision::Proceed) => {}
         Ok(_) => {
             return Ok(match tx.commit().await {
-                Ok(()) => DtmResult::Success.into_response(),
-                Err(e) => database_error(e.into()),
+                Ok(()) => T::skipped(),
+                Err(e) => database_error::<T>(e.into()),
             });
         }
-        Err(e) => return Ok(database_error(e)), // `tx` dropped: rollback
+        Err(e) => return Ok(database_error::<T>(e)), // `tx` dropped: rollback
     }
 
     let handle = BarrierTx {
@@ -184,9 +234,9 @@ where
     let Some(tx) = tx else {
         return Ok(response);
     };
-    if response.status().is_success() {
+    if T::succeeded(&response) {
         if let Err(e) = tx.commit().await {
-            return Ok(database_error(e.into()));
+            return Ok(database_error::<T>(e.into()));
         }
     } else if let Err(e) = tx.rollback().await {
         tracing::warn!(error = %e, "barrier rollback failed; the connection drops it");
@@ -194,18 +244,16 @@ where
     Ok(response)
 }
 
-/// A 500 that DTM retries; the words FAILURE / ONGOING never appear in it.
-fn database_error(e: Error) -> Response {
-    tracing::warn!(error = %e, "barrier database error; answering 500 so that DTM retries");
-    let message = e
-        .to_string()
-        .replace(DtmResult::Failure.as_str(), "failure")
-        .replace(DtmResult::Ongoing.as_str(), "ongoing");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        Json(serde_json::json!({ "message": message })),
-    )
-        .into_response()
+fn database_error<T: Transport>(e: Error) -> Response<T::ResBody> {
+    tracing::warn!(error = %e, "barrier database error; answering an error DTM retries");
+    T::database_error(&e)
+}
+
+/// An error text that DTM will not read as a result: FAILURE / ONGOING in lower case.
+pub(crate) fn neutral(message: &str) -> String {
+    message
+        .replace(dtmcli::DtmResult::Failure.as_str(), "failure")
+        .replace(dtmcli::DtmResult::Ongoing.as_str(), "ongoing")
 }
 
 #[cfg(all(test, feature = "sqlite"))]
@@ -213,8 +261,11 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    use axum::body::to_bytes;
+    use axum::body::{to_bytes, Body};
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse, Response};
     use axum::routing::post;
+    use dtmcli::DtmResult;
     use axum::Router;
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
     use sqlx::{Sqlite, SqlitePool};
@@ -222,7 +273,15 @@ mod tests {
 
     use super::*;
 
-    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    /// How often the handler of one app ran.
+    #[derive(Clone, Default)]
+    struct Calls(Arc<AtomicUsize>);
+
+    impl Calls {
+        fn get(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
 
     async fn pool() -> SqlitePool {
         // One connection: a leaked transaction would make the next statement wait.
@@ -242,8 +301,12 @@ mod tests {
 
     /// Writes a note, then answers the status given in the body (200, 409, 425, 500), or
     /// never answers for "hang".
-    async fn handler(tx: BarrierTx<Sqlite>, body: String) -> Response {
-        CALLS.fetch_add(1, Ordering::SeqCst);
+    async fn handler(
+        axum::Extension(calls): axum::Extension<Calls>,
+        tx: BarrierTx<Sqlite>,
+        body: String,
+    ) -> Response {
+        calls.0.fetch_add(1, Ordering::SeqCst);
         let gid = tx.branch().info().gid.clone();
         {
             let mut tx = tx.lock().await.unwrap();
@@ -263,10 +326,13 @@ mod tests {
         }
     }
 
-    fn app(pool: SqlitePool) -> Router {
-        Router::new()
+    fn app(pool: SqlitePool) -> (Router, Calls) {
+        let calls = Calls::default();
+        let app = Router::new()
             .route("/op", post(handler))
             .layer(BarrierLayer::new(Barrier::new(pool)))
+            .layer(axum::Extension(calls.clone()));
+        (app, calls)
     }
 
     async fn call(app: &Router, query: &str, body: &str) -> (u16, String) {
@@ -294,25 +360,25 @@ mod tests {
     #[tokio::test]
     async fn success_commits_business_and_barrier_rows() {
         let pool = pool().await;
-        let app = app(pool.clone());
+        let (app, calls) = app(pool.clone());
         assert_eq!(call(&app, &q("g1", "01", "action"), "ok").await.0, 200);
         assert_eq!(count(&pool, "note", "g1").await, 1);
         assert_eq!(count(&pool, "dtm_barrier", "g1").await, 1);
         // The duplicate is answered SUCCESS without calling the handler.
-        let before = CALLS.load(Ordering::SeqCst);
+        let before = calls.get();
         let (status, body) = call(&app, &q("g1", "01", "action"), "ok").await;
         assert_eq!(
             (status, body.as_str()),
             (200, r#"{"dtm_result":"SUCCESS"}"#)
         );
-        assert_eq!(CALLS.load(Ordering::SeqCst), before);
+        assert_eq!(calls.get(), before);
         assert_eq!(count(&pool, "note", "g1").await, 1);
     }
 
     #[tokio::test]
     async fn other_answers_roll_back_and_pass_through() {
         let pool = pool().await;
-        let app = app(pool.clone());
+        let (app, calls) = app(pool.clone());
         for (gid, answer) in [("g409", "409"), ("g425", "425"), ("g500", "500")] {
             let (status, _) = call(&app, &q(gid, "01", "action"), answer).await;
             assert_eq!(status.to_string(), answer);
@@ -320,23 +386,23 @@ mod tests {
             assert_eq!(count(&pool, "dtm_barrier", gid).await, 0, "{gid}");
         }
         // After the rolled-back FAILURE the compensation is a null compensation.
-        let before = CALLS.load(Ordering::SeqCst);
+        let before = calls.get();
         assert_eq!(
             call(&app, &q("g409", "01", "compensate"), "ok").await.0,
             200
         );
-        assert_eq!(CALLS.load(Ordering::SeqCst), before, "handler not called");
+        assert_eq!(calls.get(), before, "handler not called");
         assert_eq!(count(&pool, "note", "g409").await, 0);
     }
 
     #[tokio::test]
     async fn null_compensation_then_hanging_action_do_nothing() {
         let pool = pool().await;
-        let app = app(pool.clone());
-        let before = CALLS.load(Ordering::SeqCst);
+        let (app, calls) = app(pool.clone());
+        let before = calls.get();
         assert_eq!(call(&app, &q("g2", "01", "compensate"), "ok").await.0, 200);
         assert_eq!(call(&app, &q("g2", "01", "action"), "ok").await.0, 200);
-        assert_eq!(CALLS.load(Ordering::SeqCst), before, "handler never called");
+        assert_eq!(calls.get(), before, "handler never called");
         assert_eq!(count(&pool, "note", "g2").await, 0);
         // The compensation recorded both its own row and the blocking action row.
         assert_eq!(count(&pool, "dtm_barrier", "g2").await, 2);
@@ -345,12 +411,12 @@ mod tests {
     #[tokio::test]
     async fn missing_trans_info_is_a_400_naming_the_field() {
         let pool = pool().await;
-        let app = app(pool.clone());
-        let before = CALLS.load(Ordering::SeqCst);
+        let (app, calls) = app(pool.clone());
+        let before = calls.get();
         let (status, body) = call(&app, "gid=g3&trans_type=saga&branch_id=01", "ok").await;
         assert_eq!(status, 400);
         assert!(body.contains("`op`"), "{body}");
-        assert_eq!(CALLS.load(Ordering::SeqCst), before);
+        assert_eq!(calls.get(), before);
         assert_eq!(count(&pool, "dtm_barrier", "g3").await, 0);
     }
 
@@ -362,19 +428,19 @@ mod tests {
         let pool = SqlitePoolOptions::new()
             .acquire_timeout(Duration::from_secs(1))
             .connect_lazy_with(options);
-        let app = app(pool);
-        let before = CALLS.load(Ordering::SeqCst);
+        let (app, calls) = app(pool);
+        let before = calls.get();
         let (status, body) = call(&app, &q("g4", "01", "action"), "ok").await;
         assert_eq!(status, 500);
         assert!(body.contains("barrier database error"), "{body}");
         assert!(!body.contains("FAILURE") && !body.contains("ONGOING"));
-        assert_eq!(CALLS.load(Ordering::SeqCst), before);
+        assert_eq!(calls.get(), before);
     }
 
     #[tokio::test]
     async fn a_cancelled_request_rolls_back() {
         let pool = pool().await;
-        let app = app(pool.clone());
+        let (app, _calls) = app(pool.clone());
         let hung = tokio::time::timeout(
             Duration::from_millis(300),
             call(&app, &q("g5", "01", "action"), "hang"),
@@ -391,7 +457,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_extractor_names_the_missing_layer() {
-        let app = Router::new().route("/op", post(handler));
+        let app = Router::new()
+            .route("/op", post(handler))
+            .layer(axum::Extension(Calls::default()));
         let (status, body) = call(&app, &q("g6", "01", "action"), "ok").await;
         assert_eq!(status, 500);
         assert!(body.contains("BarrierLayer"), "{body}");

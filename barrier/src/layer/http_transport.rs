@@ -1,0 +1,45 @@
+//! The HTTP transport (axum).
+
+use axum::body::Body;
+use axum::http::request::Parts;
+use axum::http::{Response, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use dtmcli::{BranchInfo, DtmResult};
+
+use super::{neutral, Transport};
+use crate::Error;
+
+/// HTTP for axum: branch info from the query string (then `dtm-*` headers), answers as
+/// `dtmcli`'s branch helpers write them; 2xx means success.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Http;
+
+impl Transport for Http {
+    type ReqBody = Body;
+    type ResBody = Body;
+
+    fn branch_info(parts: &Parts) -> Result<BranchInfo, dtmcli::Error> {
+        BranchInfo::from_parts(parts)
+    }
+
+    fn bad_request(error: dtmcli::Error) -> Response<Body> {
+        dtmcli::axum::BranchInfoRejection(error).into_response()
+    }
+
+    fn skipped() -> Response<Body> {
+        DtmResult::Success.into_response()
+    }
+
+    fn database_error(error: &Error) -> Response<Body> {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({ "message": neutral(&error.to_string()) })),
+        )
+            .into_response()
+    }
+
+    fn succeeded(response: &Response<Body>) -> bool {
+        response.status().is_success()
+    }
+}
