@@ -8,3 +8,4 @@
 
 pub use dtm_barrier;
 pub use dtmcli;
+pub use dtmgrpc;

@@ -1,0 +1,502 @@
+//! The gRPC client to a DTM server, and the channels to branches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dtmcli::{BranchInfo, Error, Result};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::branch::write_metadata;
+use crate::codec::RawCodec;
+use crate::error::{from_status, GrpcError};
+use crate::proto;
+use crate::GrpcUrl;
+
+/// The default timeout of each call (to DTM and to branches) on channels the SDK builds.
+/// Generous because a `wait_result` submit processes the branches inside the call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client of one DTM server over gRPC.
+///
+/// Cheap to clone (an [`Arc`] inside): build one per process and share it. It holds a tonic
+/// [`Channel`] to the server and a small cache of channels to branch targets (`host:port`),
+/// which the SDK uses for the calls it makes itself (TCC try). Channels are created lazily,
+/// on the Tokio runtime current at that moment: use the client within one runtime.
+///
+/// ```no_run
+/// # async fn demo() -> dtmgrpc::Result<()> {
+/// let dtm = dtmgrpc::DtmGrpcClient::connect("localhost:36790").await?;
+/// let gid = dtm.new_gid().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct DtmGrpcClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The server address as sent in `dtm-dtm` (`host:port`, or a URI for TLS).
+    server: String,
+    dtm: Channel,
+    settings: Arc<Settings>,
+}
+
+/// How the SDK builds channels, and the channels it built, shared by the clients derived from
+/// one another (a nested TCC may talk to another server).
+struct Settings {
+    timeout: Duration,
+    connect_timeout: Option<Duration>,
+    #[cfg(feature = "tls")]
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl fmt::Debug for DtmGrpcClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DtmGrpcClient")
+            .field("server", &self.inner.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`DtmGrpcClient`].
+#[must_use = "a builder does nothing until you call build() or connect()"]
+pub struct DtmGrpcClientBuilder {
+    server: String,
+    channel: Option<Channel>,
+    timeout: Duration,
+    connect_timeout: Option<Duration>,
+    #[cfg(feature = "tls")]
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    branch_channels: HashMap<String, Channel>,
+}
+
+impl fmt::Debug for DtmGrpcClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DtmGrpcClientBuilder")
+            .field("server", &self.server)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("branch_targets", &self.branch_channels.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DtmGrpcClientBuilder {
+    /// Uses this channel to the server instead of building one (the timeouts and TLS settings
+    /// then apply to branch channels only).
+    pub fn channel(mut self, channel: Channel) -> Self {
+        self.channel = Some(channel);
+        self
+    }
+
+    /// The timeout of each call on channels the SDK builds (default [`DEFAULT_TIMEOUT`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The timeout for establishing a connection (default: none beyond `timeout`).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Uses `channel` for calls to the branch target `host:port` (for example a channel with
+    /// TLS or a load balancer); other targets get a plain channel.
+    pub fn branch_channel(mut self, target: impl Into<String>, channel: Channel) -> Self {
+        self.branch_channels.insert(target.into(), channel);
+        self
+    }
+
+    /// The TLS settings for `https://` server addresses (default: the system's roots).
+    #[cfg(feature = "tls")]
+    pub fn tls_config(mut self, tls: tonic::transport::ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    fn into_parts(self) -> Result<(String, Option<Channel>, Arc<Settings>)> {
+        let server = normalize_server(&self.server)?;
+        let settings = Arc::new(Settings {
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
+            channels: Mutex::new(self.branch_channels),
+        });
+        Ok((server, self.channel, settings))
+    }
+
+    /// Builds the client without connecting: the first call connects (and reconnects after
+    /// failures). Must run inside a Tokio runtime, which the channel's worker is spawned on.
+    pub fn build(self) -> Result<DtmGrpcClient> {
+        let (server, channel, settings) = self.into_parts()?;
+        let dtm = match channel {
+            Some(channel) => channel,
+            None => settings.lazy_channel(&server)?,
+        };
+        Ok(DtmGrpcClient::assemble(server, dtm, settings))
+    }
+
+    /// Builds the client and connects to the server now, so that a wrong address fails here.
+    pub async fn connect(self) -> Result<DtmGrpcClient> {
+        let (server, channel, settings) = self.into_parts()?;
+        let dtm = match channel {
+            Some(channel) => channel,
+            None => {
+                let endpoint = settings.endpoint(&server)?;
+                endpoint.connect().await.map_err(|source| {
+                    Error::other(GrpcError::Connect {
+                        target: server.clone(),
+                        source,
+                    })
+                })?
+            }
+        };
+        Ok(DtmGrpcClient::assemble(server, dtm, settings))
+    }
+}
+
+/// `host:port`, `http://host:port` or `https://host:port` (with the `tls` feature), without a
+/// path; returns the form sent in `dtm-dtm`: `host:port` for plain connections.
+fn normalize_server(server: &str) -> Result<String> {
+    let trimmed = server.trim().trim_end_matches('/');
+    let invalid = |why: &str| {
+        Error::InvalidArgument(format!(
+            "DTM gRPC address {server:?}: {why}; expected host:port (for example localhost:36790)"
+        ))
+    };
+    let bare = trimmed.strip_prefix("http://").unwrap_or(trimmed);
+    let (scheme, authority) = match bare.strip_prefix("https://") {
+        Some(rest) => ("https", rest),
+        None => ("http", bare),
+    };
+    if authority.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if authority.contains("://") {
+        return Err(invalid("only http:// and https:// are supported"));
+    }
+    if authority.contains('/') {
+        return Err(invalid("it has a path"));
+    }
+    format!("{scheme}://{authority}")
+        .parse::<http::Uri>()
+        .map_err(|e| invalid(&e.to_string()))?;
+    if scheme == "https" {
+        if cfg!(feature = "tls") {
+            return Ok(format!("https://{authority}"));
+        }
+        return Err(invalid("https:// needs the `tls` feature of dtmgrpc"));
+    }
+    Ok(authority.to_owned())
+}
+
+impl Settings {
+    fn endpoint(&self, target: &str) -> Result<Endpoint> {
+        let uri = if target.contains("://") {
+            target.to_owned()
+        } else {
+            format!("http://{target}")
+        };
+        let mut endpoint = Endpoint::from_shared(uri).map_err(|source| {
+            Error::other(GrpcError::Connect {
+                target: target.to_owned(),
+                source,
+            })
+        })?;
+        endpoint = endpoint.timeout(self.timeout);
+        if let Some(t) = self.connect_timeout {
+            endpoint = endpoint.connect_timeout(t);
+        }
+        #[cfg(feature = "tls")]
+        if target.starts_with("https://") {
+            let tls = self
+                .tls
+                .clone()
+                .unwrap_or_else(|| tonic::transport::ClientTlsConfig::new().with_native_roots());
+            endpoint = endpoint.tls_config(tls).map_err(|source| {
+                Error::other(GrpcError::Connect {
+                    target: target.to_owned(),
+                    source,
+                })
+            })?;
+        }
+        Ok(endpoint)
+    }
+
+    fn lazy_channel(&self, target: &str) -> Result<Channel> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::InvalidArgument(format!(
+                "a gRPC channel to {target} must be created inside a Tokio runtime"
+            )));
+        }
+        Ok(self.endpoint(target)?.connect_lazy())
+    }
+
+    /// The cached channel to `target`, created on first use.
+    fn channel(&self, target: &str) -> Result<Channel> {
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(channel) = channels.get(target) {
+            return Ok(channel.clone());
+        }
+        let channel = self.lazy_channel(target)?;
+        channels.insert(target.to_owned(), channel.clone());
+        Ok(channel)
+    }
+}
+
+impl DtmGrpcClient {
+    fn assemble(server: String, dtm: Channel, settings: Arc<Settings>) -> Self {
+        DtmGrpcClient {
+            inner: Arc::new(Inner {
+                server,
+                dtm,
+                settings,
+            }),
+        }
+    }
+
+    /// Connects to the server at `server` (`host:port`, e.g. `localhost:36790`; `http://`
+    /// is accepted, `https://` needs the `tls` feature), failing if it cannot be reached.
+    pub async fn connect(server: impl Into<String>) -> Result<Self> {
+        Self::builder(server).connect().await
+    }
+
+    /// A client of the server at `server` that connects on first use. Must be called inside
+    /// a Tokio runtime.
+    pub fn connect_lazy(server: impl Into<String>) -> Result<Self> {
+        Self::builder(server).build()
+    }
+
+    /// A client on a channel you built. `server` is the address the SDK tells branches
+    /// (`dtm-dtm` metadata, needed by nested TCC), normally the one `channel` connects to.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use dtmgrpc::tonic::transport::Endpoint;
+    ///
+    /// let channel = Endpoint::from_static("http://localhost:36790")
+    ///     .timeout(Duration::from_secs(10))
+    ///     .connect_lazy();
+    /// let dtm = dtmgrpc::DtmGrpcClient::from_channel(channel, "localhost:36790")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_channel(channel: Channel, server: impl Into<String>) -> Result<Self> {
+        Self::builder(server).channel(channel).build()
+    }
+
+    /// A builder for a client of the server at `server`.
+    pub fn builder(server: impl Into<String>) -> DtmGrpcClientBuilder {
+        DtmGrpcClientBuilder {
+            server: server.into(),
+            channel: None,
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+            branch_channels: HashMap::new(),
+        }
+    }
+
+    /// The server's address, as the SDK sends it to branches in `dtm-dtm`.
+    pub fn server(&self) -> &str {
+        &self.inner.server
+    }
+
+    /// The channel to the server.
+    pub fn channel(&self) -> &Channel {
+        &self.inner.dtm
+    }
+
+    /// The generated client of the server's `dtmgimp.Dtm` service on this client's channel,
+    /// for calls the SDK does not wrap (such as `PrepareWorkflow`).
+    pub fn raw(&self) -> proto::dtm_client::DtmClient<Channel> {
+        proto::dtm_client::DtmClient::new(self.inner.dtm.clone())
+    }
+
+    /// A client of another server (the one a nested TCC's request names), sharing this one's
+    /// settings and channel cache.
+    pub(crate) fn for_server(&self, server: &str) -> Result<DtmGrpcClient> {
+        let server = normalize_server(server)?;
+        if server == self.inner.server {
+            return Ok(self.clone());
+        }
+        let settings = Arc::clone(&self.inner.settings);
+        let dtm = settings.channel(&server)?;
+        Ok(Self::assemble(server, dtm, settings))
+    }
+
+    /// Runs one call of the `Dtm` service and reads its status the protocol's way.
+    pub(crate) async fn call<T, F, Fut>(&self, rpc: &str, call: F) -> Result<T>
+    where
+        F: FnOnce(proto::dtm_client::DtmClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        tracing::debug!(server = %self.inner.server, rpc, "dtm call");
+        call(self.raw())
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| {
+                from_status(&self.inner.server, &format!("/dtmgimp.Dtm/{rpc}"), status)
+            })
+    }
+
+    /// A new global transaction id from the server (`NewGid`).
+    ///
+    /// [`dtmcli::local_gid`] makes one without a round trip.
+    pub async fn new_gid(&self) -> Result<String> {
+        let reply = self
+            .call("NewGid", |mut c| async move { c.new_gid(()).await })
+            .await?;
+        if reply.gid.is_empty() {
+            return Err(Error::InvalidArgument(
+                "the server returned an empty gid".into(),
+            ));
+        }
+        Ok(reply.gid)
+    }
+
+    /// Subscribes `url` (a gRPC or HTTP branch URL) to `topic`, for messages with
+    /// [`Msg::add_topic`](crate::Msg::add_topic) steps.
+    ///
+    /// The server sees new subscriptions only after its next topic refresh
+    /// (`ConfigUpdateInterval`, 3 s by default).
+    pub async fn subscribe(&self, topic: &str, url: &str, remark: &str) -> Result<()> {
+        let req = topic_request(topic, url, remark);
+        self.call("Subscribe", |mut c| async move { c.subscribe(req).await })
+            .await
+    }
+
+    /// Removes `url` from `topic`'s subscribers.
+    pub async fn unsubscribe(&self, topic: &str, url: &str) -> Result<()> {
+        let req = topic_request(topic, url, "");
+        self.call(
+            "Unsubscribe",
+            |mut c| async move { c.unsubscribe(req).await },
+        )
+        .await
+    }
+
+    /// Deletes `topic` and all its subscriptions.
+    pub async fn delete_topic(&self, topic: &str) -> Result<()> {
+        let req = topic_request(topic, "", "");
+        self.call(
+            "DeleteTopic",
+            |mut c| async move { c.delete_topic(req).await },
+        )
+        .await
+    }
+
+    /// Calls a branch the way DTM would: a unary call of `url`'s method on its target with
+    /// `payload` as the (already encoded) message, and the branch info and `headers` as
+    /// metadata. Anything but OK is an error ([`Error::Failure`], [`Error::Ongoing`], or a
+    /// [`GrpcError`]).
+    pub(crate) async fn call_branch(
+        &self,
+        url: &GrpcUrl,
+        info: &BranchInfo,
+        payload: Bytes,
+        headers: &BTreeMap<String, String>,
+    ) -> Result<Bytes> {
+        let channel = self.inner.settings.channel(url.target())?;
+        let mut request = tonic::Request::new(payload);
+        write_metadata(request.metadata_mut(), info, headers)?;
+        let path = http::uri::PathAndQuery::try_from(url.method())
+            .map_err(|e| Error::InvalidArgument(format!("gRPC method {:?}: {e}", url.method())))?;
+        tracing::debug!(%url, gid = %info.gid, branch_id = %info.branch_id, op = %info.op, "branch call");
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.map_err(|e| {
+            Error::other(GrpcError::Call {
+                target: url.target().to_owned(),
+                method: url.method().to_owned(),
+                status: tonic::Status::unavailable(format!("channel not ready: {e}")),
+            })
+        })?;
+        grpc.unary(request, path, RawCodec)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| from_status(url.target(), url.method(), status))
+    }
+}
+
+fn topic_request(topic: &str, url: &str, remark: &str) -> proto::DtmTopicRequest {
+    proto::DtmTopicRequest {
+        topic: topic.to_owned(),
+        url: url.to_owned(),
+        remark: remark.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addresses_are_normalized() {
+        assert_eq!(
+            normalize_server("localhost:36790").unwrap(),
+            "localhost:36790"
+        );
+        assert_eq!(normalize_server("http://h:1/").unwrap(), "h:1");
+        assert!(normalize_server("").is_err());
+        assert!(normalize_server("h:1/api").is_err());
+        assert!(normalize_server("grpc://h:1").is_err());
+        let https = normalize_server("https://h:1");
+        if cfg!(feature = "tls") {
+            assert_eq!(https.unwrap(), "https://h:1");
+        } else {
+            assert!(https.unwrap_err().to_string().contains("`tls` feature"));
+        }
+    }
+
+    #[test]
+    fn building_outside_a_runtime_is_an_error_not_a_panic() {
+        let err = DtmGrpcClient::connect_lazy("127.0.0.1:9").unwrap_err();
+        assert!(err.to_string().contains("Tokio runtime"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_is_a_clear_error() {
+        // Port 9 on loopback: nothing listens there in the test environment.
+        let err = DtmGrpcClient::connect("127.0.0.1:9").await.unwrap_err();
+        assert!(
+            err.to_string().starts_with("cannot connect to 127.0.0.1:9"),
+            "{err}"
+        );
+
+        let lazy = DtmGrpcClient::connect_lazy("127.0.0.1:9").unwrap();
+        let err = lazy.new_gid().await.unwrap_err();
+        assert!(!err.is_failure() && !err.is_ongoing());
+        let text = err.to_string();
+        assert!(
+            text.contains("/dtmgimp.Dtm/NewGid to 127.0.0.1:9"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn channels_are_cached_per_target() {
+        let dtm = DtmGrpcClient::connect_lazy("127.0.0.1:9").unwrap();
+        let other = dtm.for_server("http://127.0.0.1:9").unwrap();
+        assert!(Arc::ptr_eq(&dtm.inner, &other.inner));
+        let other = dtm.for_server("127.0.0.1:10").unwrap();
+        assert_eq!(other.server(), "127.0.0.1:10");
+        let again = dtm.for_server("127.0.0.1:10").unwrap();
+        assert_eq!(
+            dtm.inner.settings.channels.lock().unwrap().len(),
+            1,
+            "one cached channel for 127.0.0.1:10"
+        );
+        drop(again);
+    }
+}

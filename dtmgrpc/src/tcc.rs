@@ -1,0 +1,265 @@
+//! TCC over gRPC: Try-Confirm-Cancel global transactions, including nested ones.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use dtmcli::{BranchIdGen, BranchInfo, Error, Op, Result, TransOptions, TransType};
+use futures_util::FutureExt;
+
+use crate::trans::bare_request;
+use crate::url::check_branch_url;
+use crate::{proto, DtmGrpcClient, GrpcUrl};
+
+/// Options of a TCC transaction before it starts; [`TccBuilder::run`] runs it.
+#[derive(Debug)]
+#[must_use = "a TCC transaction does nothing until you run it"]
+pub struct TccBuilder {
+    client: DtmGrpcClient,
+    gid: String,
+    options: TransOptions,
+}
+
+/// The handle of an open TCC transaction, given to the closure of [`TccBuilder::run`].
+///
+/// Cheap to clone; clones register branches of the same transaction with distinct ids.
+#[derive(Clone)]
+pub struct Tcc {
+    inner: Arc<TccInner>,
+}
+
+struct TccInner {
+    client: DtmGrpcClient,
+    gid: String,
+    branch_headers: BTreeMap<String, String>,
+    ids: Mutex<BranchIdGen>,
+}
+
+impl fmt::Debug for Tcc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tcc")
+            .field("gid", &self.inner.gid)
+            .field("server", &self.inner.client.server())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A branch's reply to a call the SDK made itself (a TCC try).
+#[derive(Debug, Clone)]
+pub struct BranchReply {
+    bytes: Bytes,
+}
+
+impl BranchReply {
+    /// The reply message, still encoded.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The reply decoded as `R`.
+    pub fn decode<R: prost::Message + Default>(&self) -> Result<R> {
+        R::decode(self.bytes.clone()).map_err(Error::other)
+    }
+}
+
+impl TccBuilder {
+    option_setters!();
+
+    /// Runs the global transaction: prepares it on the server, runs `f` with the handle
+    /// (which registers branches and calls their try), then submits it.
+    ///
+    /// If `f` returns an error — including a try that answered `Aborted` (FAILURE),
+    /// `FailedPrecondition` (ONGOING) or another error — the transaction is aborted with the
+    /// error's text as rollback reason (the server then cancels every registered branch) and
+    /// that error is returned. If `f` panics, the transaction is aborted and the panic
+    /// resumes. Errors of the SDK itself convert into `E` through `From<Error>`
+    /// (`anyhow::Error`, [`Error`] and `tonic::Status` all work).
+    ///
+    /// ```no_run
+    /// # async fn demo(dtm: dtmgrpc::DtmGrpcClient, req: impl dtmgrpc::prost::Message) -> anyhow::Result<()> {
+    /// let busi = "localhost:58081/busi.Busi";
+    /// let gid = dtm.new_gid().await?;
+    /// dtm.tcc(gid)
+    ///     .run(|tcc| async move {
+    ///         tcc.call_branch(&req, &format!("{busi}/TransOutTry"),
+    ///             &format!("{busi}/TransOutConfirm"), &format!("{busi}/TransOutCancel")).await?;
+    ///         tcc.call_branch(&req, &format!("{busi}/TransInTry"),
+    ///             &format!("{busi}/TransInConfirm"), &format!("{busi}/TransInCancel")).await?;
+    ///         Ok::<_, anyhow::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn run<F, Fut, T, E>(self, f: F) -> std::result::Result<T, E>
+    where
+        F: FnOnce(Tcc) -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+        E: From<Error> + fmt::Display,
+    {
+        let req = bare_request(&self.gid, TransType::Tcc, &self.options);
+        let prepare = req.clone();
+        self.client
+            .call("Prepare", |mut c| async move { c.prepare(prepare).await })
+            .await?;
+
+        let tcc = Tcc {
+            inner: Arc::new(TccInner {
+                client: self.client.clone(),
+                gid: self.gid.clone(),
+                branch_headers: self.options.branch_headers.clone(),
+                ids: Mutex::new(BranchIdGen::default()),
+            }),
+        };
+        match AssertUnwindSafe(f(tcc)).catch_unwind().await {
+            Ok(Ok(value)) => {
+                self.client
+                    .call("Submit", |mut c| async move { c.submit(req).await })
+                    .await?;
+                Ok(value)
+            }
+            Ok(Err(e)) => {
+                self.abort(req, e.to_string()).await;
+                Err(e)
+            }
+            Err(panic) => {
+                self.abort(req, format!("panic: {}", panic_message(&*panic)))
+                    .await;
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+
+    /// Aborts with a reason; the outcome is only logged, as the caller's error matters more.
+    async fn abort(&self, mut req: proto::DtmRequest, reason: String) {
+        req.rollback_reason = reason;
+        if let Err(e) = self
+            .client
+            .call("Abort", |mut c| async move { c.abort(req).await })
+            .await
+        {
+            tracing::warn!(gid = %self.gid, error = %e, "abort of TCC transaction failed");
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
+}
+
+impl Tcc {
+    /// Rebuilds the transaction inside a try handler, to register nested branches below the
+    /// current one (`02` → `0201`, `0202`, ...).
+    ///
+    /// Needs the `dtm-dtm` metadata of the request, which only the client's try call carries:
+    /// nesting is possible in `try` only. `client`'s settings and channels are reused; the
+    /// server is the one named by the request.
+    ///
+    /// ```no_run
+    /// # async fn try_handler(dtm: &dtmgrpc::DtmGrpcClient, request: dtmgrpc::tonic::Request<()>) -> Result<(), dtmgrpc::tonic::Status> {
+    /// let info = dtmgrpc::branch_info(&request)?;
+    /// let tcc = dtmgrpc::Tcc::from_branch(dtm, &info)?;
+    /// let busi = "localhost:58081/busi.Busi";
+    /// tcc.call_branch(request.get_ref(), &format!("{busi}/TransInTry"),
+    ///     &format!("{busi}/TransInConfirm"), &format!("{busi}/TransInCancel")).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_branch(client: &DtmGrpcClient, info: &BranchInfo) -> Result<Tcc> {
+        let dtm = info.dtm.as_deref().ok_or(Error::MissingField("dtm"))?;
+        if info.trans_type != TransType::Tcc {
+            return Err(Error::InvalidArgument(format!(
+                "a nested TCC needs a tcc branch, this one is {}",
+                info.trans_type
+            )));
+        }
+        Ok(Tcc {
+            inner: Arc::new(TccInner {
+                client: client.for_server(dtm)?,
+                gid: info.gid.clone(),
+                branch_headers: BTreeMap::new(),
+                ids: Mutex::new(BranchIdGen::new(info.branch_id.clone())),
+            }),
+        })
+    }
+
+    /// The global transaction id.
+    pub fn gid(&self) -> &str {
+        &self.inner.gid
+    }
+
+    /// Registers a branch and calls its try.
+    ///
+    /// The branch gets the next id; the server will call `confirm_url` (on submit) or
+    /// `cancel_url` (on abort, even if the try failed) with `payload` as message. The try is a
+    /// unary call of `try_url` (a gRPC URL, `host:port/package.Service/Method`) with
+    /// `payload` and the metadata `dtm-gid`, `dtm-trans_type`, `dtm-branch_id`, `dtm-op=try`,
+    /// `dtm-dtm` (this client's server) and the transaction's branch headers. Anything but OK
+    /// is an error ([`Error::Failure`] for `Aborted`, [`Error::Ongoing`] for
+    /// `FailedPrecondition`, else a [`GrpcError`](crate::GrpcError)).
+    pub async fn call_branch<M: prost::Message>(
+        &self,
+        payload: &M,
+        try_url: &str,
+        confirm_url: &str,
+        cancel_url: &str,
+    ) -> Result<BranchReply> {
+        let try_url = GrpcUrl::parse(try_url)?;
+        check_branch_url(confirm_url)?;
+        check_branch_url(cancel_url)?;
+        let inner = &self.inner;
+        let branch_id = inner
+            .ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .next_id()?;
+        let payload = Bytes::from(payload.encode_to_vec());
+        let register = proto::DtmBranchRequest {
+            gid: inner.gid.clone(),
+            trans_type: TransType::Tcc.as_str().to_owned(),
+            branch_id: branch_id.clone(),
+            op: String::new(),
+            data: HashMap::from([
+                ("confirm".to_owned(), confirm_url.to_owned()),
+                ("cancel".to_owned(), cancel_url.to_owned()),
+            ]),
+            busi_payload: payload.to_vec(),
+        };
+        inner
+            .client
+            .call("RegisterBranch", |mut c| async move {
+                c.register_branch(register).await
+            })
+            .await?;
+        let info = BranchInfo {
+            gid: inner.gid.clone(),
+            trans_type: TransType::Tcc,
+            branch_id,
+            op: Op::Try,
+            dtm: Some(inner.client.server().to_owned()),
+            phase2_url: None,
+        };
+        let bytes = inner
+            .client
+            .call_branch(&try_url, &info, payload, &inner.branch_headers)
+            .await?;
+        Ok(BranchReply { bytes })
+    }
+}
+
+impl DtmGrpcClient {
+    /// Starts a TCC global transaction; set options on the builder, then
+    /// [`run`](TccBuilder::run) it.
+    pub fn tcc(&self, gid: impl Into<String>) -> TccBuilder {
+        TccBuilder {
+            client: self.clone(),
+            gid: gid.into(),
+            options: TransOptions::default(),
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! What the transaction builders share: steps, payloads, options and the `DtmRequest`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use dtmcli::{Error, Result, TransOptions, TransType};
+use serde::Serialize;
+
+use crate::proto;
+use crate::url::check_branch_url;
+
+/// One saga or msg step: `{"action": URL, "compensate": URL}`, sent as JSON text in `Steps`.
+pub(crate) type Step = BTreeMap<&'static str, String>;
+
+/// The steps and their payloads, with the first payload that could not be serialized.
+#[derive(Debug, Default)]
+pub(crate) struct Steps {
+    pub(crate) steps: Vec<Step>,
+    pub(crate) payloads: Vec<Vec<u8>>,
+    error: Option<(String, Arc<serde_json::Error>)>,
+}
+
+impl Steps {
+    pub(crate) fn push(&mut self, step: Step, payload: Vec<u8>) {
+        self.steps.push(step);
+        self.payloads.push(payload);
+    }
+
+    /// A step whose payload is `payload` as JSON (for `http://` branches).
+    pub(crate) fn push_json<T: Serialize + ?Sized>(&mut self, step: Step, payload: &T, kind: &str) {
+        let index = self.steps.len();
+        let bytes = serde_json::to_vec(payload).unwrap_or_else(|e| {
+            self.error
+                .get_or_insert_with(|| (format!("{kind} step {index}"), Arc::new(e)));
+            Vec::new()
+        });
+        self.push(step, bytes);
+    }
+
+    /// The deferred payload error, the steps' URLs checked, and the steps as JSON text.
+    pub(crate) fn check(&self) -> Result<String> {
+        if let Some((what, source)) = &self.error {
+            return Err(Error::Payload {
+                what: what.clone(),
+                source: Arc::clone(source),
+            });
+        }
+        for url in self.steps.iter().flat_map(|s| s.values()) {
+            if !url.starts_with("topic://") {
+                check_branch_url(url)?;
+            }
+        }
+        serde_json::to_string(&self.steps).map_err(|e| Error::Payload {
+            what: "steps".into(),
+            source: Arc::new(e),
+        })
+    }
+}
+
+/// The options as the gRPC server takes them. `concurrent` has no field there.
+pub(crate) fn proto_options(options: &TransOptions) -> proto::DtmTransOptions {
+    let secs = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    proto::DtmTransOptions {
+        wait_result: options.wait_result,
+        timeout_to_fail: secs(options.timeout_to_fail),
+        retry_interval: secs(options.retry_interval),
+        branch_headers: options
+            .branch_headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        request_timeout: secs(options.request_timeout),
+        retry_limit: secs(options.retry_limit),
+    }
+}
+
+/// A request with no steps or extra data.
+pub(crate) fn bare_request(
+    gid: &str,
+    trans_type: TransType,
+    options: &TransOptions,
+) -> proto::DtmRequest {
+    proto::DtmRequest {
+        gid: gid.to_owned(),
+        trans_type: trans_type.as_str().to_owned(),
+        trans_options: Some(proto_options(options)),
+        ..proto::DtmRequest::default()
+    }
+}
+
+/// Adds the option setters shared by every transaction builder. The type must have a field
+/// `options: TransOptions`. Times are whole seconds, as on the wire (`0`: server default).
+macro_rules! option_setters {
+    () => {
+        /// Let the submit call wait until the transaction is processed and report failure.
+        pub fn wait_result(mut self, wait: bool) -> Self {
+            self.options.wait_result = wait;
+            self
+        }
+
+        /// Roll the transaction back (or query a prepared message) this many seconds after
+        /// its creation if it has not finished.
+        pub fn timeout_to_fail_secs(mut self, seconds: u64) -> Self {
+            self.options.timeout_to_fail = seconds;
+            self
+        }
+
+        /// Deadline in seconds of each call the server makes to a branch.
+        pub fn request_timeout_secs(mut self, seconds: u64) -> Self {
+            self.options.request_timeout = seconds;
+            self
+        }
+
+        /// Base interval in seconds between retries (doubled after each error).
+        pub fn retry_interval_secs(mut self, seconds: u64) -> Self {
+            self.options.retry_interval = seconds;
+            self
+        }
+
+        /// Saga: retry an unfinished action at once up to `limit` times, then roll back.
+        pub fn retry_limit(mut self, limit: u64) -> Self {
+            self.options.retry_limit = limit;
+            self
+        }
+
+        /// Metadata the server sends with every branch call (also on retries); gRPC lower-cases
+        /// the name. Also sent with the calls the SDK makes itself (TCC try).
+        pub fn branch_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+            self.options
+                .branch_headers
+                .insert(name.into(), value.into());
+            self
+        }
+
+        /// Replaces all options at once.
+        pub fn options(mut self, options: dtmcli::TransOptions) -> Self {
+            self.options = options;
+            self
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_map_to_the_proto_fields() {
+        let mut o = TransOptions::default();
+        o.wait_result = true;
+        o.retry_interval = 2;
+        o.timeout_to_fail = 3;
+        o.request_timeout = 4;
+        o.retry_limit = 5;
+        o.branch_headers.insert("k".into(), "v".into());
+        let p = proto_options(&o);
+        assert!(p.wait_result);
+        assert_eq!(
+            (
+                p.retry_interval,
+                p.timeout_to_fail,
+                p.request_timeout,
+                p.retry_limit
+            ),
+            (2, 3, 4, 5)
+        );
+        assert_eq!(p.branch_headers["k"], "v");
+        let r = bare_request("g", TransType::Tcc, &o);
+        assert_eq!((r.gid.as_str(), r.trans_type.as_str()), ("g", "tcc"));
+    }
+
+    #[test]
+    fn steps_are_json_text_and_urls_are_checked() {
+        let mut s = Steps::default();
+        s.push(
+            Step::from([
+                ("action", "h:1/busi.Busi/TransOut".into()),
+                ("compensate", "".into()),
+            ]),
+            vec![1, 2],
+        );
+        s.push_json(
+            Step::from([("action", "http://h/api/TransIn".into())]),
+            &[1],
+            "saga",
+        );
+        assert_eq!(
+            s.check().unwrap(),
+            r#"[{"action":"h:1/busi.Busi/TransOut","compensate":""},{"action":"http://h/api/TransIn"}]"#
+        );
+        assert_eq!(s.payloads[1], b"[1]");
+
+        let mut bad = Steps::default();
+        bad.push(Step::from([("action", "h:1".into())]), vec![]);
+        assert!(bad
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("invalid gRPC branch URL"));
+
+        let mut bad = Steps::default();
+        let map = BTreeMap::from([(vec![1u8], 1)]); // non-string keys cannot be JSON
+        bad.push_json(Step::from([("action", "".into())]), &map, "msg");
+        let err = bad.check().unwrap_err();
+        assert!(matches!(err, Error::Payload { .. }), "{err:?}");
+        assert!(err.to_string().contains("msg step 0"), "{err}");
+    }
+}
