@@ -49,6 +49,8 @@ mod types;
 pub mod axum;
 #[cfg(feature = "http")]
 mod client;
+#[cfg(feature = "tonic")]
+mod grpc_status;
 #[cfg(feature = "http")]
 mod msg;
 #[cfg(feature = "http")]
