@@ -42,7 +42,7 @@ fn transfer(dtm: &DtmGrpcClient, gid: &str, req: &BusiReq) -> Saga {
     dtm.saga(gid)
         .add(b.url("TransOut"), b.url("TransOutRevert"), req)
         .add(b.url("TransIn"), b.url("TransInRevert"), req)
-        .retry_interval_secs(1)
+        .retry_interval(std::time::Duration::from_secs(1))
 }
 
 fn ids_and_ops(q: &dtmcli::TransQuery) -> Vec<(String, Op)> {
@@ -293,7 +293,7 @@ async fn grpc_saga_empty_url_counts_as_success() {
     dtm.saga(&gid)
         .add(b.url("TransOut"), b.url("TransOutRevert"), &req)
         .add("", b.url("TransInRevert"), &req)
-        .retry_interval_secs(1)
+        .retry_interval(std::time::Duration::from_secs(1))
         .submit()
         .await
         .unwrap();
@@ -317,7 +317,7 @@ async fn grpc_saga_mixed_transports_calls_http_steps_over_http() {
             h.url("TransInCompensate", ""),
             &http_req,
         )
-        .retry_interval_secs(1)
+        .retry_interval(std::time::Duration::from_secs(1))
         .submit()
         .await
         .unwrap();
@@ -428,7 +428,7 @@ async fn grpc_tcc_normal() {
     let r = req.clone();
     let value = dtm
         .tcc(&gid)
-        .retry_interval_secs(1)
+        .retry_interval(std::time::Duration::from_secs(1))
         .run(|tcc| async move {
             trans_out(&tcc, &r).await?;
             trans_in(&tcc, &r).await?;
@@ -488,7 +488,7 @@ async fn grpc_tcc_rollback_cancels_every_branch_including_the_failed_try() {
     let r = req.clone();
     let err = dtm
         .tcc(&gid)
-        .retry_interval_secs(1)
+        .retry_interval(std::time::Duration::from_secs(1))
         .run(|tcc| async move {
             trans_out(&tcc, &r).await?;
             trans_in(&tcc, &r).await?;
@@ -523,7 +523,7 @@ async fn grpc_tcc_nested_branch_registers_below_its_parent() {
     let r = req.clone();
     let b = busi();
     dtm.tcc(&gid)
-        .retry_interval_secs(1)
+        .retry_interval(std::time::Duration::from_secs(1))
         .run(|tcc| async move {
             trans_out(&tcc, &r).await?;
             // The nested branch's own phase 2 has nothing to do: its sub-branch moves the money.
@@ -563,7 +563,7 @@ async fn grpc_tcc_branch_headers_reach_try_and_confirm() {
     let req = req_for(&gid);
     let r = req.clone();
     dtm.tcc(&gid)
-        .retry_interval_secs(1)
+        .retry_interval(std::time::Duration::from_secs(1))
         .branch_header("test_header", "tcc")
         .run(|tcc| async move { trans_out(&tcc, &r).await })
         .await
@@ -586,7 +586,7 @@ async fn grpc_tcc_invalid_try_url_aborts_the_transaction() {
     let req = req_for(&gid);
     let err = dtm
         .tcc(&gid)
-        .retry_interval_secs(1)
+        .retry_interval(std::time::Duration::from_secs(1))
         .run(|tcc| async move {
             tcc.call_branch(&req, "not_exists://abc", "", "").await?;
             Ok::<_, Error>(())
@@ -636,7 +636,7 @@ async fn grpc_msg_topic_normal() {
         .unwrap_err();
     assert!(err.to_string().contains("this url exists"), "{err}");
 
-    let msg = dtm.msg(&gid).add_topic(&topic, &req).retry_interval_secs(1);
+    let msg = dtm.msg(&gid).add_topic(&topic, &req).retry_interval(std::time::Duration::from_secs(1));
     submit_when_topic_is_known(&msg).await;
     let q = wait_status(&gid, GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [S, S]);
@@ -662,8 +662,8 @@ async fn prepared_msg(query_results: &str) -> (String, BusiReq) {
         .msg(&gid)
         .add(b.url("TransOut"), &req)
         .add(b.url("TransIn"), &req)
-        .timeout_to_fail_secs(1)
-        .retry_interval_secs(1)
+        .timeout_to_fail(std::time::Duration::from_secs(1))
+        .retry_interval(std::time::Duration::from_secs(1))
         .branch_header("result-queryprepared", query_results);
     msg.prepare(b.url("QueryPrepared")).await.unwrap();
     let (status, branches) = status_of(&gid).await;

@@ -35,8 +35,15 @@
 
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
-#[macro_use]
 mod options;
+
+/// The shared option setters, under their short name inside this crate.
+#[allow(unused_macros)]
+macro_rules! option_setters {
+    () => {
+        $crate::__option_setters!();
+    };
+}
 
 pub mod answer;
 mod branch;
@@ -63,7 +70,7 @@ mod trans;
 pub use branch::{BranchIdGen, BranchInfo};
 pub use error::{Error, Result};
 pub use gid::local_gid;
-pub use options::TransOptions;
+pub use options::{whole_seconds, TransOptions};
 pub use query::{AllQuery, BranchTrans, GlobalTrans, TransPage, TransQuery};
 pub use types::{
     BranchStatus, DtmResult, GlobalStatus, Op, Protocol, TransType, QUERY_PREPARED_BRANCH_ID,

@@ -99,7 +99,7 @@ impl Msg {
         self
     }
 
-    option_setters!();
+    crate::__option_setters!();
 
     fn body(&self) -> Result<(TransBody<'_>, String)> {
         if let Some(e) = &self.error {

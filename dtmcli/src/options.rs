@@ -45,16 +45,17 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// Whole seconds, rounded up so that a short but non-zero duration does not become "default".
-#[cfg_attr(not(feature = "http"), allow(dead_code))]
-pub(crate) fn whole_seconds(d: Duration) -> u64 {
+/// A duration as the whole seconds of the wire format, rounded up so that a short but non-zero
+/// duration does not become `0` ("the server's default").
+pub fn whole_seconds(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// Adds the option setters shared by every transaction builder. The type must have a field
-/// `options: TransOptions`.
-#[allow(unused_macros)]
-macro_rules! option_setters {
+/// Adds the option setters shared by every transaction builder of the SDK (HTTP and gRPC). The
+/// type must have a field `options: TransOptions`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __option_setters {
     () => {
         /// Let the submit call wait until the transaction is processed and report failure.
         pub fn wait_result(mut self, wait: bool) -> Self {
@@ -65,20 +66,20 @@ macro_rules! option_setters {
         /// Roll the transaction back (or query a prepared message) this long after its
         /// creation if it has not finished. Rounded up to whole seconds.
         pub fn timeout_to_fail(mut self, timeout: std::time::Duration) -> Self {
-            self.options.timeout_to_fail = $crate::options::whole_seconds(timeout);
+            self.options.timeout_to_fail = $crate::whole_seconds(timeout);
             self
         }
 
         /// Timeout of each call the server makes to a branch. Rounded up to whole seconds.
         pub fn request_timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.options.request_timeout = $crate::options::whole_seconds(timeout);
+            self.options.request_timeout = $crate::whole_seconds(timeout);
             self
         }
 
         /// Base interval between retries (doubled after each error). Rounded up to whole
         /// seconds.
         pub fn retry_interval(mut self, interval: std::time::Duration) -> Self {
-            self.options.retry_interval = $crate::options::whole_seconds(interval);
+            self.options.retry_interval = $crate::whole_seconds(interval);
             self
         }
 
@@ -88,7 +89,9 @@ macro_rules! option_setters {
             self
         }
 
-        /// A header the server sends with every branch call (also on retries).
+        /// A header (metadata over gRPC, where names are lower-cased) the server sends with
+        /// every branch call, also on retries; the SDK adds it to the calls it makes itself
+        /// (TCC try).
         pub fn branch_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
             self.options
                 .branch_headers

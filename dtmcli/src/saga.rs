@@ -103,7 +103,7 @@ impl Saga {
         self
     }
 
-    option_setters!();
+    crate::__option_setters!();
 
     /// Submits the saga. Without `wait_result` this returns once the server stored it; with it,
     /// once the server processed it, with [`Error::Failure`] if it rolled back and

@@ -57,7 +57,7 @@ struct RegisterTccBranch<'a> {
 }
 
 impl TccBuilder {
-    option_setters!();
+    crate::__option_setters!();
 
     /// Runs the global transaction: prepares it on the server, runs `f` with the handle
     /// (which registers branches and calls their try), then submits it.

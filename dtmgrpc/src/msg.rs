@@ -82,13 +82,14 @@ impl Msg {
         self.add_bytes(format!("topic://{topic}"), payload.encode_to_vec())
     }
 
-    /// Calls no step until this many seconds after the message was created.
-    pub fn delay_secs(mut self, seconds: u64) -> Self {
-        self.delay = seconds;
+    /// Calls no step until this long after the message was created (whole seconds, rounded
+    /// up).
+    pub fn delay(mut self, delay: std::time::Duration) -> Self {
+        self.delay = dtmcli::whole_seconds(delay);
         self
     }
 
-    option_setters!();
+    dtmcli::__option_setters!();
 
     fn request(&self) -> Result<proto::DtmRequest> {
         if self.options.concurrent {
@@ -163,8 +164,8 @@ mod tests {
             .msg("g")
             .add_topic("t", &())
             .add_json("http://h/api/TransIn", &serde_json::json!({"a": 1}))
-            .delay_secs(2)
-            .retry_interval_secs(1);
+            .delay(std::time::Duration::from_secs(2))
+            .retry_interval(std::time::Duration::from_secs(1));
         let req = msg.request().unwrap();
         assert_eq!(req.trans_type, "msg");
         assert_eq!(

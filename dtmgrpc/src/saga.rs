@@ -22,7 +22,7 @@ use crate::DtmGrpcClient;
 ///     .saga(dtm.new_gid().await?)
 ///     .add(format!("{busi}/TransOut"), format!("{busi}/TransOutRevert"), &req)
 ///     .add(format!("{busi}/TransIn"), format!("{busi}/TransInRevert"), &req)
-///     .retry_interval_secs(5);
+///     .retry_interval(std::time::Duration::from_secs(5));
 /// saga.submit().await?;
 /// # Ok(()) }
 /// ```
@@ -107,7 +107,7 @@ impl Saga {
         self
     }
 
-    option_setters!();
+    dtmcli::__option_setters!();
 
     /// Submits the saga. Without `wait_result` this returns once the server stored it; with it,
     /// once the server processed it, with [`Error::Failure`] if it rolled back or is not

@@ -66,7 +66,7 @@ impl BranchReply {
 }
 
 impl TccBuilder {
-    option_setters!();
+    dtmcli::__option_setters!();
 
     /// Runs the global transaction: prepares it on the server, runs `f` with the handle
     /// (which registers branches and calls their try), then submits it.

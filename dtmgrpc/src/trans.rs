@@ -88,58 +88,6 @@ pub(crate) fn bare_request(
     }
 }
 
-/// Adds the option setters shared by every transaction builder. The type must have a field
-/// `options: TransOptions`. Times are whole seconds, as on the wire (`0`: server default).
-macro_rules! option_setters {
-    () => {
-        /// Let the submit call wait until the transaction is processed and report failure.
-        pub fn wait_result(mut self, wait: bool) -> Self {
-            self.options.wait_result = wait;
-            self
-        }
-
-        /// Roll the transaction back (or query a prepared message) this many seconds after
-        /// its creation if it has not finished.
-        pub fn timeout_to_fail_secs(mut self, seconds: u64) -> Self {
-            self.options.timeout_to_fail = seconds;
-            self
-        }
-
-        /// Deadline in seconds of each call the server makes to a branch.
-        pub fn request_timeout_secs(mut self, seconds: u64) -> Self {
-            self.options.request_timeout = seconds;
-            self
-        }
-
-        /// Base interval in seconds between retries (doubled after each error).
-        pub fn retry_interval_secs(mut self, seconds: u64) -> Self {
-            self.options.retry_interval = seconds;
-            self
-        }
-
-        /// Saga: retry an unfinished action at once up to `limit` times, then roll back.
-        pub fn retry_limit(mut self, limit: u64) -> Self {
-            self.options.retry_limit = limit;
-            self
-        }
-
-        /// Metadata the server sends with every branch call (also on retries); gRPC lower-cases
-        /// the name. Also sent with the calls the SDK makes itself (TCC try).
-        pub fn branch_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-            self.options
-                .branch_headers
-                .insert(name.into(), value.into());
-            self
-        }
-
-        /// Replaces all options at once.
-        pub fn options(mut self, options: dtmcli::TransOptions) -> Self {
-            self.options = options;
-            self
-        }
-    };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
