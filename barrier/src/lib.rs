@@ -14,7 +14,7 @@
 //!   handlers get the open transaction with the [`BarrierTx`] extractor. With the `tonic`
 //!   feature the same layer wraps a tonic server (`Grpc` transport; handlers use
 //!   `BarrierTx::from_grpc`).
-//! - [`MsgBarrierExt::do_and_submit_db`] (feature `http`): a two-phase message whose local work
+//! - [`MsgBarrierExt::do_and_submit_db`]: a two-phase message (HTTP or gRPC) whose local work
 //!   is guarded by the barrier.
 
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
@@ -24,7 +24,6 @@ mod dialect;
 mod error;
 #[cfg(feature = "axum")]
 mod layer;
-#[cfg(feature = "http")]
 mod msg;
 
 pub use call::{Barrier, BranchBarrier, Business, Decision};
@@ -38,5 +37,4 @@ pub use layer::{
 };
 #[cfg(feature = "tonic")]
 pub use layer::{branch_info_from_metadata, Grpc};
-#[cfg(feature = "http")]
 pub use msg::MsgBarrierExt;

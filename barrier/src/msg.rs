@@ -2,18 +2,19 @@
 
 use std::future::Future;
 
-use dtmcli::{BranchInfo, Msg, Op, TransType, QUERY_PREPARED_BRANCH_ID};
+use dtmcli::{BranchInfo, Op, TransType, TwoPhaseMsg, QUERY_PREPARED_BRANCH_ID};
 use sqlx::Transaction;
 
 use crate::call::Business;
 use crate::{Barrier, BarrierDatabase, Error};
 
-/// `do_and_submit_db` for [`dtmcli::Msg`].
+/// `do_and_submit_db` for two-phase messages: the HTTP [`dtmcli::Msg`] and the gRPC
+/// `dtmgrpc::Msg` (any [`TwoPhaseMsg`]).
 pub trait MsgBarrierExt {
     /// Prepares the message, runs `business` in a local transaction guarded by the barrier
     /// (`trans_type=msg`, branch `00`, op `msg`), then submits the message — or drops it when
     /// `business` answered FAILURE or the query shows the local transaction did not commit
-    /// ([`Msg::do_and_submit`] has the rules).
+    /// ([`dtmcli::do_and_submit`] has the rules).
     ///
     /// Answer the server's query at `query_prepared` with [`Barrier::query_prepared`]. If the
     /// query ran first (the server timed the message out), the local transaction is refused
@@ -45,7 +46,7 @@ pub trait MsgBarrierExt {
             + Send;
 }
 
-impl MsgBarrierExt for Msg {
+impl<M: TwoPhaseMsg> MsgBarrierExt for M {
     async fn do_and_submit_db<DB, T, F>(
         &mut self,
         query_prepared: impl Into<String> + Send,
@@ -59,7 +60,7 @@ impl MsgBarrierExt for Msg {
             + Send,
     {
         let branch = barrier.branch(BranchInfo {
-            gid: self.gid().to_owned(),
+            gid: self.msg_gid().to_owned(),
             trans_type: TransType::Msg,
             branch_id: QUERY_PREPARED_BRANCH_ID.to_owned(),
             op: Op::Msg,
@@ -73,6 +74,6 @@ impl MsgBarrierExt for Msg {
                 .await?
                 .ok_or_else(|| Error::Dtm(dtmcli::Error::Duplicated).into())
         };
-        self.do_and_submit(query_prepared, local).await
+        dtmcli::do_and_submit(self, query_prepared.into(), local).await
     }
 }

@@ -50,6 +50,7 @@ mod branch;
 mod error;
 mod gid;
 mod query;
+mod two_phase;
 mod types;
 
 #[cfg(feature = "axum")]
@@ -71,6 +72,7 @@ pub use branch::{BranchIdGen, BranchInfo};
 pub use error::{Error, Result};
 pub use gid::local_gid;
 pub use options::{whole_seconds, TransOptions};
+pub use two_phase::{do_and_submit, TwoPhaseMsg};
 pub use query::{AllQuery, BranchTrans, GlobalTrans, TransPage, TransQuery};
 pub use types::{
     BranchStatus, DtmResult, GlobalStatus, Op, Protocol, TransType, QUERY_PREPARED_BRANCH_ID,

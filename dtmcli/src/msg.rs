@@ -8,7 +8,7 @@ use crate::options::whole_seconds;
 use crate::trans::{payload_json, Step, TransBody};
 use std::future::Future;
 
-use crate::{BranchInfo, DtmClient, Error, Op, Result, TransOptions, TransType};
+use crate::{BranchInfo, DtmClient, Error, Op, Result, TransOptions, TransType, TwoPhaseMsg};
 
 /// A two-phase message under construction.
 ///
@@ -148,17 +148,9 @@ impl Msg {
     }
 
     /// Prepares the message, runs the local work `busi`, then submits or drops the message
-    /// according to the outcome (`../shared/PROTOCOL.md` §6):
-    ///
-    /// - `busi` succeeded → submit;
-    /// - `busi` answered [`Error::Failure`] → abort (the message is dropped);
-    /// - any other error of `busi` (a lost commit acknowledgement, [`Error::Duplicated`], ...)
-    ///   → ask `query_prepared` whether the local work committed: SUCCESS → submit, FAILURE →
-    ///   abort, another answer → leave the message prepared for the server to query.
-    ///
-    /// Returns `busi`'s error if it failed, else the error of the query or submit, if any.
-    /// With a SQL database, `dtm_barrier`'s `do_and_submit_db` wraps the local work in the
-    /// barrier so that the query can tell whether it committed.
+    /// according to the outcome: see [`crate::do_and_submit`] for the rules. With a SQL
+    /// database, `dtm_barrier`'s `do_and_submit_db` wraps the local work in the barrier so that
+    /// the query can tell whether it committed.
     pub async fn do_and_submit<T, Fut>(
         &mut self,
         query_prepared: impl Into<String>,
@@ -167,28 +159,25 @@ impl Msg {
     where
         Fut: Future<Output = Result<T>>,
     {
-        self.prepare(query_prepared).await?;
-        let outcome = busi.await;
-        let mut later = None;
-        if let Err(e) = &outcome {
-            if !e.is_failure() {
-                tracing::debug!(gid = %self.gid, error = %e, "local work failed; querying");
-                later = self.query_local_work().await.err();
-            }
-        }
-        let dropped = matches!(&outcome, Err(e) if e.is_failure())
-            || matches!(&later, Some(e) if e.is_failure());
-        if dropped {
-            if let Err(e) = self.abort().await {
-                tracing::warn!(gid = %self.gid, error = %e, "abort of the message failed");
-            }
-        } else if later.is_none() {
-            later = self.submit().await.err();
-        }
-        match (outcome, later) {
-            (Err(e), _) | (Ok(_), Some(e)) => Err(e),
-            (Ok(value), None) => Ok(value),
-        }
+        crate::do_and_submit(self, query_prepared.into(), busi).await
+    }
+}
+
+impl TwoPhaseMsg for Msg {
+    fn msg_gid(&self) -> &str {
+        &self.gid
+    }
+
+    async fn prepare_msg(&mut self, query_prepared: String) -> Result<()> {
+        self.prepare(query_prepared).await
+    }
+
+    async fn submit_msg(&self) -> Result<()> {
+        self.submit().await
+    }
+
+    async fn abort_msg(&self) -> Result<()> {
+        self.abort().await
     }
 
     /// Calls `query_prepared` as the server would, with the branch info of the message query.
@@ -202,12 +191,7 @@ impl Msg {
             phase2_url: None,
         };
         self.client
-            .call_branch(
-                &self.query_prepared,
-                &info,
-                None,
-                &self.options.branch_headers,
-            )
+            .call_branch(&self.query_prepared, &info, None, &self.options.branch_headers)
             .await
             .map(drop)
     }

@@ -1,11 +1,13 @@
 //! Two-phase messages over gRPC: steps the server runs forward until they all succeed.
 
-use dtmcli::{Error, Result, TransOptions, TransType};
+use std::future::Future;
+
+use dtmcli::{BranchInfo, Error, Op, Result, TransOptions, TransType, TwoPhaseMsg};
 use serde::Serialize;
 
 use crate::trans::{bare_request, Step, Steps};
 use crate::url::check_branch_url;
-use crate::{proto, DtmGrpcClient};
+use crate::{proto, DtmGrpcClient, GrpcUrl};
 
 /// A two-phase message under construction.
 ///
@@ -136,6 +138,59 @@ impl Msg {
         self.client
             .call("Abort", |mut c| async move { c.abort(req).await })
             .await
+    }
+}
+
+impl Msg {
+    /// Prepares the message, runs the local work `busi`, then submits or drops the message
+    /// according to the outcome: see [`dtmcli::do_and_submit`] for the rules. When `busi`
+    /// fails with anything but FAILURE, the `query_prepared` method is asked (with an empty
+    /// message and the `dtm-*` metadata of branch `00`, op `msg`) whether the local work
+    /// committed. With a SQL database, `dtm_barrier`'s `do_and_submit_db` wraps the local work
+    /// in the barrier so that the query can tell.
+    pub async fn do_and_submit<T, Fut>(
+        &mut self,
+        query_prepared: impl Into<String>,
+        busi: Fut,
+    ) -> Result<T>
+    where
+        Fut: Future<Output = Result<T>>,
+    {
+        dtmcli::do_and_submit(self, query_prepared.into(), busi).await
+    }
+}
+
+impl TwoPhaseMsg for Msg {
+    fn msg_gid(&self) -> &str {
+        &self.gid
+    }
+
+    async fn prepare_msg(&mut self, query_prepared: String) -> Result<()> {
+        self.prepare(query_prepared).await
+    }
+
+    async fn submit_msg(&self) -> Result<()> {
+        self.submit().await
+    }
+
+    async fn abort_msg(&self) -> Result<()> {
+        self.abort().await
+    }
+
+    async fn query_local_work(&self) -> Result<()> {
+        let url = GrpcUrl::parse(&self.query_prepared)?;
+        let info = BranchInfo {
+            gid: self.gid.clone(),
+            trans_type: TransType::Msg,
+            branch_id: dtmcli::QUERY_PREPARED_BRANCH_ID.to_owned(),
+            op: Op::Msg,
+            dtm: Some(self.client.server().to_owned()),
+            phase2_url: None,
+        };
+        self.client
+            .call_branch(&url, &info, bytes::Bytes::new(), &self.options.branch_headers)
+            .await
+            .map(drop)
     }
 }
 

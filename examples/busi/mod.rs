@@ -255,6 +255,11 @@ impl<DB: Ledger> Bank<DB> {
         }
     }
 
+    /// The runtime the bank's pool belongs to.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
     /// Runs `fut` on the bank's runtime, where its pool's connections live.
     pub async fn run<F>(&self, fut: F) -> F::Output
     where

@@ -1,0 +1,296 @@
+//! The barrier behind a tonic server, against the real DTM server's gRPC port, on each
+//! database: a tonic service wrapped in `BarrierLayer::<DB, Grpc>` whose handlers move money
+//! in SQL through `BarrierTx::from_grpc`, and two-phase messages whose local work runs through
+//! `do_and_submit_db` with a gRPC query method. The Rust twins of `TestSagaGrpcBarrier*` and
+//! `TestMsgGrpcPrepareAndSubmit*` (`../shared/PROTOCOL.md` §11).
+
+mod grpc_support;
+mod support;
+
+use std::convert::Infallible;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+
+use dtm_barrier::{Barrier, BarrierLayer, BarrierTx, Grpc, MsgBarrierExt};
+use dtmcli::{Error, GlobalStatus};
+use dtmgrpc::tonic::codegen::{http, Service};
+use dtmgrpc::tonic::server::NamedService;
+use dtmgrpc::tonic::{self, Request, Response, Status};
+use dtmgrpc::tonic_prost;
+use futures_util::future::BoxFuture;
+use grpc_support::busi::BusiReq;
+use grpc_support::dtm_grpc;
+use support::busi::{Bank, Ledger, INITIAL_BALANCE};
+use support::{accounts, status_of, wait_status, F, P, S};
+
+const SERVICE: &str = "busi.SqlBusi";
+/// More than any account holds: the business code answers FAILURE (`Aborted`).
+const OVERDRAFT: i64 = INITIAL_BALANCE * 2;
+
+/// A tonic service moving money in SQL; the barrier comes from the layer around the server.
+struct SqlBusi<DB: Ledger> {
+    barrier: Barrier<DB>,
+}
+
+impl<DB: Ledger> Clone for SqlBusi<DB> {
+    fn clone(&self) -> Self {
+        SqlBusi {
+            barrier: self.barrier.clone(),
+        }
+    }
+}
+
+impl<DB: Ledger> SqlBusi<DB> {
+    async fn handle(&self, method: &str, request: Request<BusiReq>) -> Result<(), Status> {
+        let info = dtmgrpc::branch_info(&request)?;
+        if method == "QueryPreparedB" {
+            let result = self
+                .barrier
+                .query_prepared(&info.gid)
+                .await
+                .map_err(dtmcli::Error::from)?;
+            return result.into_grpc();
+        }
+        let tx = BarrierTx::<DB>::from_grpc(&request)?;
+        let req = request.into_inner();
+        let (account, delta, check) = match method {
+            "TransOut" => (req.from, -req.amount, true),
+            "TransOutRevert" => (req.from, req.amount, false),
+            "TransIn" => (req.to, req.amount, true),
+            "TransInRevert" => (req.to, -req.amount, false),
+            _ => return Err(Status::unimplemented(method.to_owned())),
+        };
+        let mut tx = tx.lock().await.map_err(dtmcli::Error::from)?;
+        let done = DB::adjust(&mut tx, &account, delta, check)
+            .await
+            .map_err(Error::other)?;
+        if !done {
+            return Err(Error::failure(format!("insufficient balance in {account}")).into());
+        }
+        Ok(())
+    }
+}
+
+struct Method<DB: Ledger> {
+    busi: SqlBusi<DB>,
+    name: String,
+}
+
+impl<DB: Ledger> Service<Request<BusiReq>> for Method<DB> {
+    type Response = Response<()>;
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<Response<()>, Status>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<BusiReq>) -> Self::Future {
+        let (busi, name) = (self.busi.clone(), self.name.clone());
+        Box::pin(async move { busi.handle(&name, request).await.map(Response::new) })
+    }
+}
+
+impl<DB: Ledger> Service<http::Request<tonic::body::Body>> for SqlBusi<DB> {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let name = request
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let busi = self.clone();
+        Box::pin(async move {
+            let codec = tonic_prost::ProstCodec::<(), BusiReq>::default();
+            Ok(tonic::server::Grpc::new(codec)
+                .unary(Method { busi, name }, request)
+                .await)
+        })
+    }
+}
+
+impl<DB: Ledger> NamedService for SqlBusi<DB> {
+    const NAME: &'static str = SERVICE;
+}
+
+/// Serves the SQL service of `bank`'s database on the bank's runtime; returns its address.
+fn serve<DB: Ledger>(bank: &Bank<DB>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let barrier = bank.barrier().clone();
+    bank.runtime().spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        tonic::transport::Server::builder()
+            .layer(BarrierLayer::<DB, Grpc>::with_transport(barrier.clone()))
+            .add_service(SqlBusi { barrier })
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await
+            .expect("gRPC SQL service");
+    });
+    addr
+}
+
+/// One gRPC service per database and test binary.
+trait GrpcBank: Ledger {
+    fn bank() -> &'static Bank<Self>;
+    fn grpc_addr() -> &'static str;
+}
+
+macro_rules! grpc_bank {
+    ($db:ty, $bank:path) => {
+        impl GrpcBank for $db {
+            fn bank() -> &'static Bank<Self> {
+                $bank()
+            }
+            fn grpc_addr() -> &'static str {
+                static ADDR: OnceLock<String> = OnceLock::new();
+                ADDR.get_or_init(|| serve($bank()))
+            }
+        }
+    };
+}
+
+grpc_bank!(sqlx::Sqlite, support::bank);
+grpc_bank!(sqlx::MySql, support::mysql_bank);
+grpc_bank!(sqlx::Postgres, support::postgres_bank);
+
+fn url<DB: GrpcBank>(method: &str) -> String {
+    format!("{}/{SERVICE}/{method}", DB::grpc_addr())
+}
+
+async fn assert_balances<DB: GrpcBank>(req: &BusiReq, from: i64, to: i64) {
+    assert_eq!(
+        DB::bank().balance(&req.from).await,
+        INITIAL_BALANCE + from,
+        "from"
+    );
+    assert_eq!(
+        DB::bank().balance(&req.to).await,
+        INITIAL_BALANCE + to,
+        "to"
+    );
+}
+
+async fn grpc_saga_barrier_normal<DB: GrpcBank>() {
+    let dtm = dtm_grpc();
+    let gid = dtm.new_gid().await.unwrap();
+    let (from, to) = accounts(&gid);
+    let req = BusiReq::new(30, from, to);
+    dtm.saga(&gid)
+        .add(url::<DB>("TransOut"), url::<DB>("TransOutRevert"), &req)
+        .add(url::<DB>("TransIn"), url::<DB>("TransInRevert"), &req)
+        .retry_interval(std::time::Duration::from_secs(1))
+        .submit()
+        .await
+        .unwrap();
+    let q = wait_status(&gid, GlobalStatus::Succeed).await;
+    assert_eq!(q.branch_statuses(), [P, S, P, S]);
+    assert_balances::<DB>(&req, -30, 30).await;
+}
+
+async fn grpc_saga_barrier_rollback<DB: GrpcBank>() {
+    let dtm = dtm_grpc();
+    let gid = dtm.new_gid().await.unwrap();
+    let (from, to) = accounts(&gid);
+    let req = BusiReq::new(OVERDRAFT, from, to);
+    dtm.saga(&gid)
+        .add(url::<DB>("TransIn"), url::<DB>("TransInRevert"), &req)
+        .add(url::<DB>("TransOut"), url::<DB>("TransOutRevert"), &req)
+        .retry_interval(std::time::Duration::from_secs(1))
+        .submit()
+        .await
+        .unwrap();
+    let q = wait_status(&gid, GlobalStatus::Failed).await;
+    assert_eq!(q.branch_statuses(), [S, S, S, F]);
+    let reason = q.transaction.unwrap().rollback_reason;
+    assert!(reason.contains("insufficient balance"), "{reason}");
+    // TransOut failed inside the barrier: its compensation is a null compensation.
+    assert_balances::<DB>(&req, 0, 0).await;
+}
+
+/// DoAndSubmit over gRPC: local work takes the money from `from` through the barrier, the
+/// message gives it to `to`; `query_first` makes the server's query win the race.
+async fn do_and_submit<DB: GrpcBank>(query_first: bool) {
+    let dtm = dtm_grpc();
+    let gid = dtm.new_gid().await.unwrap();
+    let (from, to) = accounts(&gid);
+    let req = BusiReq::new(30, from, to);
+    if query_first {
+        let (barrier, g) = (DB::bank().barrier().clone(), gid.clone());
+        let answer = DB::bank()
+            .run(async move { barrier.query_prepared(&g).await.unwrap() })
+            .await;
+        assert_eq!(answer, dtmcli::DtmResult::Failure);
+    }
+    let barrier = DB::bank().barrier().clone();
+    let (query, amount, account) = (url::<DB>("QueryPreparedB"), req.amount, req.from.clone());
+    let (g, r) = (gid.clone(), req.clone());
+    // The local transaction runs where the bank's pool lives.
+    let outcome = DB::bank()
+        .run(async move {
+            let mut msg = dtm_grpc()
+                .msg(&g)
+                .add(url::<DB>("TransIn"), &r)
+                .retry_interval(std::time::Duration::from_secs(1));
+            msg.do_and_submit_db(query, &barrier, move |tx| {
+                Box::pin(async move {
+                    let done = DB::adjust(&mut **tx, &account, -amount, true)
+                        .await
+                        .map_err(Error::other)?;
+                    assert!(done);
+                    Ok(())
+                })
+            })
+            .await
+        })
+        .await;
+    if query_first {
+        assert!(matches!(outcome, Err(Error::Duplicated)), "{outcome:?}");
+        assert_eq!(status_of(&gid).await, (Some(GlobalStatus::Failed), vec![P]));
+        assert_balances::<DB>(&req, 0, 0).await;
+    } else {
+        outcome.unwrap();
+        let q = wait_status(&gid, GlobalStatus::Succeed).await;
+        assert_eq!(q.branch_statuses(), [S]);
+        assert_balances::<DB>(&req, -30, 30).await;
+    }
+}
+
+async fn grpc_msg_do_and_submit<DB: GrpcBank>() {
+    do_and_submit::<DB>(false).await;
+}
+
+async fn grpc_msg_do_and_submit_query_first<DB: GrpcBank>() {
+    do_and_submit::<DB>(true).await;
+}
+
+macro_rules! on_each_database {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $scenario() { super::$scenario::<sqlx::Sqlite>().await })*
+        }
+        mod mariadb {
+            $(#[tokio::test] async fn $scenario() { super::$scenario::<sqlx::MySql>().await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $scenario() { super::$scenario::<sqlx::Postgres>().await })*
+        }
+    };
+}
+
+on_each_database!(
+    grpc_saga_barrier_normal,
+    grpc_saga_barrier_rollback,
+    grpc_msg_do_and_submit,
+    grpc_msg_do_and_submit_query_first,
+);
