@@ -4,16 +4,23 @@
 # starts the example business service on SQLite and runs a saga, a failing saga, a TCC and a
 # message), then stops DTM.
 #
-#   scripts/demo.sh [EXAMPLE]      another example instead of quick_start (e.g. tcc_barrier)
+#   scripts/demo.sh [EXAMPLE]      another example instead of quick_start (grpc_quick_start,
+#                                  tcc_barrier with DATABASE_URL, ...)
 #
-#   DTM_HTTP_PORT / DTM_GRPC_PORT  DTM's ports (default 36789 / 36790)
-#   BUSI_ADDR                      the business service's address (default 127.0.0.1:8081)
+#   DTM_HTTP_PORT / DTM_GRPC_PORT  DTM's ports (default 26789 / 26790)
+#   BUSI_ADDR, GRPC_BUSI_ADDR      the example services (default 127.0.0.1:28081 / :28082)
+#
+# The default ports sit below Linux's ephemeral range (32768-60999): DTM's own defaults
+# (36789 / 36790) lie inside it, where an outgoing connection or a TIME-WAIT socket on a busy
+# machine can hold them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dtm_bin="$(scripts/install-dtm.sh)"
-http_port="${DTM_HTTP_PORT:-36789}"
-grpc_port="${DTM_GRPC_PORT:-36790}"
+http_port="${DTM_HTTP_PORT:-26789}"
+grpc_port="${DTM_GRPC_PORT:-26790}"
+export BUSI_ADDR="${BUSI_ADDR:-127.0.0.1:28081}"
+export GRPC_BUSI_ADDR="${GRPC_BUSI_ADDR:-127.0.0.1:28082}"
 work="$(mktemp -d)"
 cat >"$work/conf.yml" <<YAML
 Store:
@@ -47,4 +54,5 @@ curl -fsS "http://127.0.0.1:$http_port/api/ping" >/dev/null || {
 echo "demo: DTM $dtm_bin is up on port $http_port (boltdb store in $work)"
 
 example="${1:-quick_start}"
-DTM_SERVER="http://127.0.0.1:$http_port/api/dtmsvr" cargo run --quiet --example "$example"
+DTM_SERVER="http://127.0.0.1:$http_port/api/dtmsvr" DTM_GRPC_SERVER="127.0.0.1:$grpc_port" \
+  cargo run --quiet --example "$example"
