@@ -191,7 +191,12 @@ impl TwoPhaseMsg for Msg {
             phase2_url: None,
         };
         self.client
-            .call_branch(&self.query_prepared, &info, None, &self.options.branch_headers)
+            .call_branch(
+                &self.query_prepared,
+                &info,
+                None,
+                &self.options.branch_headers,
+            )
             .await
             .map(drop)
     }

@@ -188,7 +188,12 @@ impl TwoPhaseMsg for Msg {
             phase2_url: None,
         };
         self.client
-            .call_branch(&url, &info, bytes::Bytes::new(), &self.options.branch_headers)
+            .call_branch(
+                &url,
+                &info,
+                bytes::Bytes::new(),
+                &self.options.branch_headers,
+            )
             .await
             .map(drop)
     }

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use dtmcli::BranchInfo;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Response};
-use http_body_util::StreamBody;
 use http_body::Frame;
+use http_body_util::StreamBody;
 
 use super::{neutral, Transport};
 use crate::{BarrierDatabase, BarrierTx, Error};
@@ -115,7 +115,10 @@ mod tests {
         headers.insert("dtm-trans_type", HeaderValue::from_static("saga"));
         headers.insert("dtm-op", HeaderValue::from_static("action"));
         let err = branch_info_from_metadata(&headers).unwrap_err();
-        assert!(matches!(err, dtmcli::Error::MissingField("branch_id")), "{err}");
+        assert!(
+            matches!(err, dtmcli::Error::MissingField("branch_id")),
+            "{err}"
+        );
         headers.insert("dtm-branch_id", HeaderValue::from_static("01"));
         let info = branch_info_from_metadata(&headers).unwrap();
         assert_eq!((info.gid.as_str(), info.branch_id.as_str()), ("g", "01"));
@@ -131,7 +134,11 @@ mod tests {
         let err = Grpc::bad_request(dtmcli::Error::MissingField("gid"));
         assert_eq!(err.headers()["grpc-status"], "3", "InvalidArgument");
         let db = Grpc::database_error(&Error::TransactionClosed);
-        assert_eq!(db.headers()["grpc-status"], "13", "Internal, which DTM retries");
+        assert_eq!(
+            db.headers()["grpc-status"],
+            "13",
+            "Internal, which DTM retries"
+        );
     }
 
     #[tokio::test]

@@ -265,8 +265,8 @@ mod tests {
     use axum::http::StatusCode;
     use axum::response::{IntoResponse, Response};
     use axum::routing::post;
-    use dtmcli::DtmResult;
     use axum::Router;
+    use dtmcli::DtmResult;
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
     use sqlx::{Sqlite, SqlitePool};
     use tower::ServiceExt;
