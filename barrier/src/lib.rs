@@ -25,6 +25,8 @@ mod error;
 #[cfg(feature = "axum")]
 mod layer;
 mod msg;
+#[cfg(all(feature = "http", any(feature = "mysql", feature = "postgres")))]
+mod xa;
 
 pub use call::{Barrier, BranchBarrier, Business, Decision};
 #[doc(hidden)]
@@ -38,3 +40,5 @@ pub use layer::{
 #[cfg(feature = "tonic")]
 pub use layer::{branch_info_from_metadata, Grpc};
 pub use msg::MsgBarrierExt;
+#[cfg(all(feature = "http", any(feature = "mysql", feature = "postgres")))]
+pub use xa::{XaDatabase, XaStep, Xid};

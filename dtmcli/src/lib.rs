@@ -67,6 +67,8 @@ mod saga;
 mod tcc;
 #[cfg(feature = "http")]
 mod trans;
+#[cfg(feature = "http")]
+mod xa;
 
 pub use branch::{BranchIdGen, BranchInfo};
 pub use error::{Error, Result};
@@ -86,3 +88,5 @@ pub use msg::Msg;
 pub use saga::Saga;
 #[cfg(feature = "http")]
 pub use tcc::{Tcc, TccBuilder};
+#[cfg(feature = "http")]
+pub use xa::{register_xa_branch, Xa, XaBuilder};
