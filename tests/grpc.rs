@@ -636,7 +636,10 @@ async fn grpc_msg_topic_normal() {
         .unwrap_err();
     assert!(err.to_string().contains("this url exists"), "{err}");
 
-    let msg = dtm.msg(&gid).add_topic(&topic, &req).retry_interval(std::time::Duration::from_secs(1));
+    let msg = dtm
+        .msg(&gid)
+        .add_topic(&topic, &req)
+        .retry_interval(std::time::Duration::from_secs(1));
     submit_when_topic_is_known(&msg).await;
     let q = wait_status(&gid, GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [S, S]);

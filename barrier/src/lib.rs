@@ -25,7 +25,7 @@ mod error;
 #[cfg(feature = "axum")]
 mod layer;
 mod msg;
-#[cfg(all(feature = "http", any(feature = "mysql", feature = "postgres")))]
+#[cfg(any(feature = "mysql", feature = "postgres"))]
 mod xa;
 
 pub use call::{Barrier, BranchBarrier, Business, Decision};
@@ -33,12 +33,12 @@ pub use call::{Barrier, BranchBarrier, Business, Decision};
 pub use dialect::Row;
 pub use dialect::{BarrierDatabase, Dialect, TableName, DEFAULT_SQLITE_TABLE, DEFAULT_TABLE};
 pub use error::Error;
+#[cfg(feature = "tonic")]
+pub use layer::{branch_info_from_metadata, Grpc};
 #[cfg(feature = "axum")]
 pub use layer::{
     BarrierLayer, BarrierService, BarrierTx, Http, MissingBarrierLayer, Transport, TxGuard,
 };
-#[cfg(feature = "tonic")]
-pub use layer::{branch_info_from_metadata, Grpc};
 pub use msg::MsgBarrierExt;
-#[cfg(all(feature = "http", any(feature = "mysql", feature = "postgres")))]
+#[cfg(any(feature = "mysql", feature = "postgres"))]
 pub use xa::{XaDatabase, XaStep, Xid};

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use dtmcli::{BranchInfo, DtmClient, Op, TransType};
+use dtmcli::{BranchInfo, Op, TransType, XaRegistrar};
 use futures_util::future::BoxFuture;
 use sqlx::pool::PoolConnection;
 
@@ -309,10 +309,11 @@ impl<DB: XaDatabase> Barrier<DB> {
     /// which is then registered at the DTM server and prepared.
     ///
     /// `info` is the action call's branch info (`trans_type=xa`, `op=action`, with `dtm` and
-    /// `phase2_url`, as [`dtmcli::Xa::call_branch`] sends them). On one dedicated connection
+    /// `phase2_url`, as the HTTP and gRPC XA clients send them). On one dedicated connection
     /// from the pool: start the XA transaction, insert the barrier row `(xa, gid, branch_id,
     /// action, 01)`, run `business`, register the branch at the server named by `info.dtm`
-    /// ([`dtmcli::register_xa_branch`]), end and prepare. On any error the local transaction
+    /// through `dtm` (the HTTP `DtmClient` or the gRPC `DtmGrpcClient`: any [`XaRegistrar`]),
+    /// end and prepare. On any error the local transaction
     /// is rolled back and the error returned: a FAILURE from `business` stays a FAILURE (the
     /// handler answers 409 and the client aborts), and so does the server's refusal to
     /// register a branch of a transaction that is no longer prepared (timed out, aborted).
@@ -341,13 +342,14 @@ impl<DB: XaDatabase> Barrier<DB> {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub async fn xa_local<T, E, F>(
+    pub async fn xa_local<R, T, E, F>(
         &self,
-        dtm: &DtmClient,
+        dtm: &R,
         info: &BranchInfo,
         business: F,
     ) -> Result<T, E>
     where
+        R: XaRegistrar,
         F: for<'c> FnOnce(&'c mut DB::Connection) -> Business<'c, T, E>,
         E: From<Error>,
     {
@@ -398,7 +400,7 @@ impl<DB: XaDatabase> Barrier<DB> {
                 .into());
             }
             let value = business(conn.get()).await?;
-            dtmcli::register_xa_branch(dtm, info)
+            dtm.register_xa_branch(info)
                 .await
                 .map_err(Error::Dtm)?;
             ended = true;

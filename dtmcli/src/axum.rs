@@ -142,13 +142,9 @@ fn scrub(message: &str) -> String {
         .replace(DtmResult::Ongoing.as_str(), "ongoing")
 }
 
-#[cfg(feature = "http")]
 fn tracing_error(e: &Error) {
     tracing::warn!(error = %e, "branch handler failed; DTM will retry");
 }
-
-#[cfg(not(feature = "http"))]
-fn tracing_error(_: &Error) {}
 
 #[cfg(test)]
 mod tests {

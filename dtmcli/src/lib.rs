@@ -49,6 +49,7 @@ pub mod answer;
 mod branch;
 mod error;
 mod gid;
+mod global;
 mod query;
 mod two_phase;
 mod types;
@@ -73,9 +74,10 @@ mod xa;
 pub use branch::{BranchIdGen, BranchInfo};
 pub use error::{Error, Result};
 pub use gid::local_gid;
+pub use global::{run_global, GlobalCalls, XaRegistrar};
 pub use options::{whole_seconds, TransOptions};
-pub use two_phase::{do_and_submit, TwoPhaseMsg};
 pub use query::{AllQuery, BranchTrans, GlobalTrans, TransPage, TransQuery};
+pub use two_phase::{do_and_submit, TwoPhaseMsg};
 pub use types::{
     BranchStatus, DtmResult, GlobalStatus, Op, Protocol, TransType, QUERY_PREPARED_BRANCH_ID,
 };

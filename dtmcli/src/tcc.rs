@@ -3,14 +3,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
-use futures_util::FutureExt;
 use serde::Serialize;
 
 use crate::client::BranchResponse;
-use crate::trans::{payload_json, TransBody};
+use crate::run_global;
+use crate::trans::{payload_json, HttpGlobal};
 use crate::{BranchIdGen, BranchInfo, DtmClient, Error, Op, Result, TransOptions, TransType};
 
 /// Options of a TCC transaction before it starts; [`TccBuilder::run`] runs it.
@@ -90,10 +89,7 @@ impl TccBuilder {
         Fut: Future<Output = std::result::Result<T, E>>,
         E: From<Error> + fmt::Display,
     {
-        let body = TransBody::bare(&self.gid, TransType::Tcc, &self.options);
-        self.client.post_trans("prepare", &body).await?;
-
-        let tcc = Tcc {
+        let handle = Tcc {
             inner: Arc::new(TccInner {
                 client: self.client.clone(),
                 gid: self.gid.clone(),
@@ -101,41 +97,14 @@ impl TccBuilder {
                 ids: Mutex::new(BranchIdGen::default()),
             }),
         };
-        match AssertUnwindSafe(f(tcc)).catch_unwind().await {
-            Ok(Ok(value)) => {
-                self.client.post_trans("submit", &body).await?;
-                Ok(value)
-            }
-            Ok(Err(e)) => {
-                self.abort(&e.to_string()).await;
-                Err(e)
-            }
-            Err(panic) => {
-                self.abort(&format!("panic: {}", panic_message(&*panic)))
-                    .await;
-                std::panic::resume_unwind(panic)
-            }
-        }
-    }
-
-    /// Aborts with a reason; the outcome is only logged, as the caller's error matters more.
-    async fn abort(&self, reason: &str) {
-        let body = TransBody {
-            rollback_reason: reason,
-            ..TransBody::bare(&self.gid, TransType::Tcc, &self.options)
+        let calls = HttpGlobal {
+            client: self.client,
+            gid: self.gid,
+            trans_type: TransType::Tcc,
+            options: self.options,
         };
-        if let Err(e) = self.client.post_trans("abort", &body).await {
-            tracing::warn!(gid = %self.gid, error = %e, "abort of TCC transaction failed");
-        }
+        run_global(&calls, move || f(handle)).await
     }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("non-string panic payload")
 }
 
 impl Tcc {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::{Protocol, TransOptions, TransType};
+use crate::{DtmClient, GlobalCalls, Protocol, Result, TransOptions, TransType};
 
 /// One saga or msg step on the wire: `{"action": URL, "compensate": URL}`.
 pub(crate) type Step = BTreeMap<&'static str, String>;
@@ -43,6 +43,43 @@ impl<'a> TransBody<'a> {
             protocol: Protocol::Http,
             options,
         }
+    }
+}
+
+/// The server calls of a TCC or XA transaction over HTTP.
+#[derive(Debug)]
+pub(crate) struct HttpGlobal {
+    pub(crate) client: DtmClient,
+    pub(crate) gid: String,
+    pub(crate) trans_type: TransType,
+    pub(crate) options: TransOptions,
+}
+
+impl HttpGlobal {
+    fn body(&self) -> TransBody<'_> {
+        TransBody::bare(&self.gid, self.trans_type, &self.options)
+    }
+}
+
+impl GlobalCalls for HttpGlobal {
+    fn gid(&self) -> &str {
+        &self.gid
+    }
+
+    async fn prepare(&self) -> Result<()> {
+        self.client.post_trans("prepare", &self.body()).await
+    }
+
+    async fn submit(&self) -> Result<()> {
+        self.client.post_trans("submit", &self.body()).await
+    }
+
+    async fn abort(&self, reason: String) -> Result<()> {
+        let body = TransBody {
+            rollback_reason: &reason,
+            ..self.body()
+        };
+        self.client.post_trans("abort", &body).await
     }
 }
 

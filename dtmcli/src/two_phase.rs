@@ -58,13 +58,9 @@ where
     }
 }
 
-#[cfg(feature = "http")]
 fn tracing_debug(gid: &str, e: &Error) {
     tracing::debug!(gid, error = %e, "local work failed; querying");
 }
-
-#[cfg(not(feature = "http"))]
-fn tracing_debug(_: &str, _: &Error) {}
 
 #[cfg(test)]
 mod tests {

@@ -7,14 +7,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
-use futures_util::FutureExt;
 use serde::Serialize;
 
 use crate::client::BranchResponse;
-use crate::trans::{payload_json, TransBody};
+use crate::run_global;
+use crate::trans::{payload_json, HttpGlobal};
 use crate::{BranchIdGen, BranchInfo, DtmClient, Error, Op, Result, TransOptions, TransType};
 
 /// Options of an XA transaction before it starts; [`XaBuilder::run`] runs it.
@@ -92,10 +91,7 @@ impl XaBuilder {
         Fut: Future<Output = std::result::Result<T, E>>,
         E: From<Error> + fmt::Display,
     {
-        let body = TransBody::bare(&self.gid, TransType::Xa, &self.options);
-        self.client.post_trans("prepare", &body).await?;
-
-        let xa = Xa {
+        let handle = Xa {
             inner: Arc::new(XaInner {
                 client: self.client.clone(),
                 gid: self.gid.clone(),
@@ -103,41 +99,14 @@ impl XaBuilder {
                 ids: Mutex::new(BranchIdGen::default()),
             }),
         };
-        match AssertUnwindSafe(f(xa)).catch_unwind().await {
-            Ok(Ok(value)) => {
-                self.client.post_trans("submit", &body).await?;
-                Ok(value)
-            }
-            Ok(Err(e)) => {
-                self.abort(&e.to_string()).await;
-                Err(e)
-            }
-            Err(panic) => {
-                self.abort(&format!("panic: {}", panic_message(&*panic)))
-                    .await;
-                std::panic::resume_unwind(panic)
-            }
-        }
-    }
-
-    /// Aborts with a reason; the outcome is only logged, as the caller's error matters more.
-    async fn abort(&self, reason: &str) {
-        let body = TransBody {
-            rollback_reason: reason,
-            ..TransBody::bare(&self.gid, TransType::Xa, &self.options)
+        let calls = HttpGlobal {
+            client: self.client,
+            gid: self.gid,
+            trans_type: TransType::Xa,
+            options: self.options,
         };
-        if let Err(e) = self.client.post_trans("abort", &body).await {
-            tracing::warn!(gid = %self.gid, error = %e, "abort of XA transaction failed");
-        }
+        run_global(&calls, move || f(handle)).await
     }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("non-string panic payload")
 }
 
 impl Xa {
@@ -225,6 +194,12 @@ fn register_body<'a>(info: &'a BranchInfo, url: &'a str) -> RegisterXaBranch<'a>
         trans_type: TransType::Xa,
         branch_id: &info.branch_id,
         url,
+    }
+}
+
+impl crate::XaRegistrar for DtmClient {
+    async fn register_xa_branch(&self, info: &BranchInfo) -> Result<()> {
+        register_xa_branch(self, info).await
     }
 }
 

@@ -48,7 +48,6 @@
 
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
-#[macro_use]
 mod trans;
 
 mod branch;
@@ -59,6 +58,7 @@ mod msg;
 mod saga;
 mod tcc;
 mod url;
+mod xa;
 
 /// The DTM server's gRPC API (`proto/dtmgimp.proto`, package `dtmgimp`): messages and the
 /// generated client of service `Dtm`. `google.protobuf.Empty` is `()`.
@@ -74,6 +74,7 @@ pub use msg::Msg;
 pub use saga::Saga;
 pub use tcc::{BranchReply, Tcc, TccBuilder};
 pub use url::GrpcUrl;
+pub use xa::{Xa, XaBuilder};
 
 pub use dtmcli::{
     BranchIdGen, BranchInfo, BranchStatus, DtmResult, Error, GlobalStatus, Op, Result,

@@ -3,14 +3,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use dtmcli::{BranchIdGen, BranchInfo, Error, Op, Result, TransOptions, TransType};
-use futures_util::FutureExt;
 
-use crate::trans::bare_request;
+use crate::trans::GrpcGlobal;
 use crate::url::check_branch_url;
 use crate::{proto, DtmGrpcClient, GrpcUrl};
 
@@ -47,13 +45,17 @@ impl fmt::Debug for Tcc {
     }
 }
 
-/// A branch's reply to a call the SDK made itself (a TCC try).
+/// A branch's reply to a call the SDK made itself (a TCC try, an XA action).
 #[derive(Debug, Clone)]
 pub struct BranchReply {
     bytes: Bytes,
 }
 
 impl BranchReply {
+    pub(crate) fn new(bytes: Bytes) -> Self {
+        BranchReply { bytes }
+    }
+
     /// The reply message, still encoded.
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
@@ -99,12 +101,6 @@ impl TccBuilder {
         Fut: Future<Output = std::result::Result<T, E>>,
         E: From<Error> + fmt::Display,
     {
-        let req = bare_request(&self.gid, TransType::Tcc, &self.options);
-        let prepare = req.clone();
-        self.client
-            .call("Prepare", |mut c| async move { c.prepare(prepare).await })
-            .await?;
-
         let tcc = Tcc {
             inner: Arc::new(TccInner {
                 client: self.client.clone(),
@@ -113,44 +109,9 @@ impl TccBuilder {
                 ids: Mutex::new(BranchIdGen::default()),
             }),
         };
-        match AssertUnwindSafe(f(tcc)).catch_unwind().await {
-            Ok(Ok(value)) => {
-                self.client
-                    .call("Submit", |mut c| async move { c.submit(req).await })
-                    .await?;
-                Ok(value)
-            }
-            Ok(Err(e)) => {
-                self.abort(req, e.to_string()).await;
-                Err(e)
-            }
-            Err(panic) => {
-                self.abort(req, format!("panic: {}", panic_message(&*panic)))
-                    .await;
-                std::panic::resume_unwind(panic)
-            }
-        }
+        let calls = GrpcGlobal::new(self.client, &self.gid, TransType::Tcc, &self.options);
+        dtmcli::run_global(&calls, move || f(tcc)).await
     }
-
-    /// Aborts with a reason; the outcome is only logged, as the caller's error matters more.
-    async fn abort(&self, mut req: proto::DtmRequest, reason: String) {
-        req.rollback_reason = reason;
-        if let Err(e) = self
-            .client
-            .call("Abort", |mut c| async move { c.abort(req).await })
-            .await
-        {
-            tracing::warn!(gid = %self.gid, error = %e, "abort of TCC transaction failed");
-        }
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("non-string panic payload")
 }
 
 impl Tcc {

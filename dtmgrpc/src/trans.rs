@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use dtmcli::{Error, Result, TransOptions, TransType};
+use dtmcli::{Error, GlobalCalls, Result, TransOptions, TransType};
 use serde::Serialize;
 
-use crate::proto;
 use crate::url::check_branch_url;
+use crate::{proto, DtmGrpcClient};
 
 /// One saga or msg step: `{"action": URL, "compensate": URL}`, sent as JSON text in `Steps`.
 pub(crate) type Step = BTreeMap<&'static str, String>;
@@ -85,6 +85,55 @@ pub(crate) fn bare_request(
         trans_type: trans_type.as_str().to_owned(),
         trans_options: Some(proto_options(options)),
         ..proto::DtmRequest::default()
+    }
+}
+
+/// The server calls of a TCC or XA transaction over gRPC.
+#[derive(Debug)]
+pub(crate) struct GrpcGlobal {
+    pub(crate) client: DtmGrpcClient,
+    pub(crate) request: proto::DtmRequest,
+}
+
+impl GrpcGlobal {
+    pub(crate) fn new(
+        client: DtmGrpcClient,
+        gid: &str,
+        trans_type: TransType,
+        options: &TransOptions,
+    ) -> Self {
+        GrpcGlobal {
+            client,
+            request: bare_request(gid, trans_type, options),
+        }
+    }
+}
+
+impl GlobalCalls for GrpcGlobal {
+    fn gid(&self) -> &str {
+        &self.request.gid
+    }
+
+    async fn prepare(&self) -> Result<()> {
+        let req = self.request.clone();
+        self.client
+            .call("Prepare", |mut c| async move { c.prepare(req).await })
+            .await
+    }
+
+    async fn submit(&self) -> Result<()> {
+        let req = self.request.clone();
+        self.client
+            .call("Submit", |mut c| async move { c.submit(req).await })
+            .await
+    }
+
+    async fn abort(&self, reason: String) -> Result<()> {
+        let mut req = self.request.clone();
+        req.rollback_reason = reason;
+        self.client
+            .call("Abort", |mut c| async move { c.abort(req).await })
+            .await
     }
 }
 
