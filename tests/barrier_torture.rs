@@ -267,3 +267,59 @@ async fn a_bad_table_name_is_refused_at_construction() {
     }
     assert!(dtm_barrier::Barrier::<sqlx::Sqlite>::with_table(pool, "my_barrier").is_ok());
 }
+
+/// A second barrier table next to the default one (same schema) works on every database:
+/// create it, run a protected local transaction, and see the duplicate skipped.
+async fn custom_table<DB: Ledger>(pool: Pool<DB>, table: &str) {
+    let barrier = dtm_barrier::Barrier::with_table(pool.clone(), table).unwrap();
+    dtm_barrier::Barrier::new(pool)
+        .create_table()
+        .await
+        .unwrap();
+    barrier.create_table().await.unwrap();
+    let gid = dtmcli::local_gid();
+    let info = dtmcli::BranchInfo::from_query(&format!(
+        "gid={gid}&trans_type=saga&branch_id=01&op=action"
+    ))
+    .unwrap();
+    let run = || async {
+        barrier
+            .branch(info.clone())
+            .call(|tx| {
+                Box::pin(async move {
+                    let done = DB::adjust(&mut **tx, "custom-table", 1, true)
+                        .await
+                        .map_err(dtm_barrier::Error::Database)?;
+                    Ok::<_, dtm_barrier::Error>(done)
+                })
+            })
+            .await
+    };
+    assert_eq!(run().await.unwrap(), Some(true), "first call runs");
+    assert_eq!(run().await.unwrap(), None, "the duplicate is skipped");
+}
+
+#[tokio::test]
+async fn custom_table_next_to_the_default_one() {
+    let url = support::db_url("DTM_TEST_POSTGRES_URL");
+    custom_table(
+        PgPoolOptions::new().connect(&url).await.unwrap(),
+        "dtm_barrier.barrier_custom",
+    )
+    .await;
+    let url = support::db_url("DTM_TEST_MYSQL_URL");
+    custom_table(
+        MySqlPoolOptions::new().connect(&url).await.unwrap(),
+        "dtm_barrier.barrier_custom",
+    )
+    .await;
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await
+        .unwrap();
+    Bank::connect(pool.clone(), support::client())
+        .await
+        .unwrap();
+    custom_table(pool, "barrier_custom").await;
+}

@@ -12,7 +12,7 @@ use crate::Error;
 pub enum Dialect {
     /// MySQL and MariaDB: `insert ignore`.
     MySql,
-    /// PostgreSQL: `insert ... on conflict on constraint uniq_barrier do nothing`.
+    /// PostgreSQL: `insert ... on conflict (gid, branch_id, op, barrier_id) do nothing`.
     Postgres,
     /// SQLite: `insert or ignore`.
     Sqlite,
@@ -38,9 +38,12 @@ impl Dialect {
         let cols = "(trans_type, gid, branch_id, op, barrier_id, reason)";
         match self {
             Dialect::MySql => format!("insert ignore into {table}{cols} values(?,?,?,?,?,?)"),
+            // The conflict target names the columns, not the Go table's constraint
+            // (`uniq_barrier`): it matches that table and any other barrier table, whose
+            // constraint cannot share the name within one schema.
             Dialect::Postgres => format!(
                 "insert into {table}{cols} values($1,$2,$3,$4,$5,$6) \
-                 on conflict ON CONSTRAINT uniq_barrier do nothing"
+                 on conflict (gid, branch_id, op, barrier_id) do nothing"
             ),
             Dialect::Sqlite => format!("insert or ignore into {table}{cols} values(?,?,?,?,?,?)"),
         }
@@ -81,12 +84,19 @@ impl Dialect {
                 if let Some(schema) = table.schema() {
                     stmts.push(format!("create schema if not exists {schema}"));
                 }
+                // The Go table's constraint name for the default table; constraint names are
+                // unique per schema, so other tables get their own.
+                let constraint = if table.as_str() == DEFAULT_TABLE {
+                    "uniq_barrier".to_owned()
+                } else {
+                    format!("{}_uniq", table.as_str().replace('.', "_"))
+                };
                 stmts.push(format!("create sequence if not exists {table}_seq"));
                 stmts.push(format!(
                     "create table if not exists {table} (id bigint not null default nextval('{table}_seq'), \
                      {columns}, create_time timestamp(0) with time zone default now(), \
                      update_time timestamp(0) with time zone default now(), primary key(id), \
-                     constraint uniq_barrier unique(gid, branch_id, op, barrier_id))"
+                     constraint {constraint} unique(gid, branch_id, op, barrier_id))"
                 ));
             }
             Dialect::Sqlite => {
@@ -295,8 +305,14 @@ mod tests {
             "insert ignore into dtm_barrier.barrier(trans_type, gid, branch_id, op, barrier_id, reason) values(?,?,?,?,?,?)"
         );
         assert!(Dialect::Postgres.insert_sql(&t).ends_with(
-            "values($1,$2,$3,$4,$5,$6) on conflict ON CONSTRAINT uniq_barrier do nothing"
+            "values($1,$2,$3,$4,$5,$6) on conflict (gid, branch_id, op, barrier_id) do nothing"
         ));
+        assert!(
+            Dialect::Postgres.create_table_sql(&t)[2].contains("constraint uniq_barrier unique")
+        );
+        let custom = TableName::new("dtm_barrier.other").unwrap();
+        assert!(Dialect::Postgres.create_table_sql(&custom)[2]
+            .contains("constraint dtm_barrier_other_uniq unique"));
         assert!(Dialect::Sqlite
             .insert_sql(&t)
             .starts_with("insert or ignore into "));
