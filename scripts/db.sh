@@ -4,6 +4,8 @@
 #
 #   scripts/db.sh start   install if needed, start both (idempotent), print the URLs
 #   scripts/db.sh stop    stop both
+#   scripts/db.sh clean   roll back XA transactions left prepared by earlier runs (start does
+#                         this whenever it starts a server)
 #   scripts/db.sh env     print `export` lines with the URLs the tests read
 #
 #   DTM_SDK_DB_DIR  data folder (default /var/tmp/dtm-rs-db: the servers' own users must be
@@ -67,6 +69,7 @@ start_mariadb() {
     done
     mariadb-admin --socket="$my_sock" -uroot ping >/dev/null 2>&1 \
       || { log "MariaDB did not start"; tail -n 30 "$my_dir/server.log" >&2; exit 1; }
+    clean_mariadb
   fi
   mariadb --socket="$my_sock" -uroot <<'SQL'
 CREATE USER IF NOT EXISTS 'dtm'@'127.0.0.1' IDENTIFIED BY 'dtm';
@@ -89,7 +92,34 @@ start_postgres() {
     as_user postgres "$bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 60 \
       -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c max_prepared_transactions=200 -c max_connections=300 -c fsync=off" \
       start >&2 || { tail -n 30 "$pg_dir/server.log" >&2; exit 1; }
+    clean_postgres
   fi
+}
+
+# Test servers only: an interrupted XA test (or a client that died between prepare and
+# commit) leaves prepared XA transactions holding row locks until someone decides them.
+clean_mariadb() {
+  local xids
+  xids=$(mariadb --socket="$my_sock" -uroot -N -e "xa recover" 2>/dev/null | awk '{print $4}')
+  for xid in $xids; do
+    log "rolling back XA transaction $xid left by an earlier run"
+    mariadb --socket="$my_sock" -uroot -e "xa rollback '$xid'" || true
+  done
+}
+
+clean_postgres() {
+  local bin; bin="$(pg_bin)"
+  local gids
+  gids=$(as_user postgres "$bin/psql" -h "$pg_dir" -p "$pg_port" -U postgres -tA \
+    -c "select gid from pg_prepared_xacts" 2>/dev/null)
+  for gid in $gids; do
+    log "rolling back prepared transaction $gid left by an earlier run"
+    for db in $(as_user postgres "$bin/psql" -h "$pg_dir" -p "$pg_port" -U postgres -tA \
+      -c "select database from pg_prepared_xacts where gid = '$gid'"); do
+      as_user postgres "$bin/psql" -h "$pg_dir" -p "$pg_port" -U postgres -d "$db" \
+        -c "rollback prepared '$gid'" >&2 || true
+    done
+  done
 }
 
 case "${1:-start}" in
@@ -104,12 +134,16 @@ case "${1:-start}" in
     mariadb-admin --socket="$my_sock" -uroot shutdown 2>/dev/null || true
     as_user postgres "$(pg_bin)/pg_ctl" -D "$pg_dir/data" -m fast stop >/dev/null 2>&1 || true
     ;;
+  clean)
+    clean_mariadb
+    clean_postgres
+    ;;
   env)
     echo "export DTM_TEST_MYSQL_URL=$(mysql_url)"
     echo "export DTM_TEST_POSTGRES_URL=$(pg_url)"
     ;;
   *)
-    echo "usage: $0 start|stop|env" >&2
+    echo "usage: $0 start|stop|clean|env" >&2
     exit 2
     ;;
 esac
