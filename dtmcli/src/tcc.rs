@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::client::BranchResponse;
 use crate::run_global;
-use crate::trans::{payload_json, HttpGlobal};
+use crate::trans::{payload_json, HttpGlobal, OpenTrans};
 use crate::{BranchIdGen, BranchInfo, DtmClient, Error, Op, Result, TransOptions, TransType};
 
 /// Options of a TCC transaction before it starts; [`TccBuilder::run`] runs it.
@@ -24,25 +24,9 @@ pub struct TccBuilder {
 /// The handle of an open TCC transaction, given to the closure of [`TccBuilder::run`].
 ///
 /// Cheap to clone; clones register branches of the same transaction with distinct ids.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Tcc {
-    inner: Arc<TccInner>,
-}
-
-struct TccInner {
-    client: DtmClient,
-    gid: String,
-    branch_headers: BTreeMap<String, String>,
-    ids: Mutex<BranchIdGen>,
-}
-
-impl fmt::Debug for Tcc {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tcc")
-            .field("gid", &self.inner.gid)
-            .field("server", &self.inner.client.server())
-            .finish_non_exhaustive()
-    }
+    inner: Arc<OpenTrans>,
 }
 
 #[derive(Serialize)]
@@ -90,12 +74,12 @@ impl TccBuilder {
         E: From<Error> + fmt::Display,
     {
         let handle = Tcc {
-            inner: Arc::new(TccInner {
-                client: self.client.clone(),
-                gid: self.gid.clone(),
-                branch_headers: self.options.branch_headers.clone(),
-                ids: Mutex::new(BranchIdGen::default()),
-            }),
+            inner: Arc::new(OpenTrans::new(
+                self.client.clone(),
+                self.gid.clone(),
+                self.options.branch_headers.clone(),
+                BranchIdGen::default(),
+            )),
         };
         let calls = HttpGlobal {
             client: self.client,
@@ -123,12 +107,12 @@ impl Tcc {
             )));
         }
         Ok(Tcc {
-            inner: Arc::new(TccInner {
-                client: client.with_server(dtm)?,
-                gid: info.gid.clone(),
-                branch_headers: BTreeMap::new(),
-                ids: Mutex::new(BranchIdGen::new(info.branch_id.clone())),
-            }),
+            inner: Arc::new(OpenTrans::new(
+                client.with_server(dtm)?,
+                info.gid.clone(),
+                BTreeMap::new(),
+                BranchIdGen::new(info.branch_id.clone()),
+            )),
         })
     }
 
@@ -185,11 +169,7 @@ impl Tcc {
         cancel_url: &str,
     ) -> Result<BranchInfo> {
         let inner = &self.inner;
-        let branch_id = inner
-            .ids
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .next_id()?;
+        let branch_id = inner.next_branch_id()?;
         inner
             .client
             .post(

@@ -4,16 +4,15 @@
 //! (the branch's local XA transaction on its database) lives in the barrier crate and uses
 //! [`register_xa_branch`] from here.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::client::BranchResponse;
 use crate::run_global;
-use crate::trans::{payload_json, HttpGlobal};
+use crate::trans::{payload_json, HttpGlobal, OpenTrans};
 use crate::{BranchIdGen, BranchInfo, DtmClient, Error, Op, Result, TransOptions, TransType};
 
 /// Options of an XA transaction before it starts; [`XaBuilder::run`] runs it.
@@ -28,25 +27,9 @@ pub struct XaBuilder {
 /// The handle of an open XA transaction, given to the closure of [`XaBuilder::run`].
 ///
 /// Cheap to clone; clones call branches of the same transaction with distinct ids.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Xa {
-    inner: Arc<XaInner>,
-}
-
-struct XaInner {
-    client: DtmClient,
-    gid: String,
-    branch_headers: BTreeMap<String, String>,
-    ids: Mutex<BranchIdGen>,
-}
-
-impl fmt::Debug for Xa {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Xa")
-            .field("gid", &self.inner.gid)
-            .field("server", &self.inner.client.server())
-            .finish_non_exhaustive()
-    }
+    inner: Arc<OpenTrans>,
 }
 
 /// The body of `registerBranch` for an XA branch (`../shared/PROTOCOL.md` §1.3.6).
@@ -92,12 +75,12 @@ impl XaBuilder {
         E: From<Error> + fmt::Display,
     {
         let handle = Xa {
-            inner: Arc::new(XaInner {
-                client: self.client.clone(),
-                gid: self.gid.clone(),
-                branch_headers: self.options.branch_headers.clone(),
-                ids: Mutex::new(BranchIdGen::default()),
-            }),
+            inner: Arc::new(OpenTrans::new(
+                self.client.clone(),
+                self.gid.clone(),
+                self.options.branch_headers.clone(),
+                BranchIdGen::default(),
+            )),
         };
         let calls = HttpGlobal {
             client: self.client,
@@ -139,11 +122,7 @@ impl Xa {
         url: &str,
     ) -> Result<BranchResponse> {
         let inner = &self.inner;
-        let branch_id = inner
-            .ids
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .next_id()?;
+        let branch_id = inner.next_branch_id()?;
         let data = payload_json(payload, || format!("XA branch {branch_id}"))?;
         let info = BranchInfo {
             gid: inner.gid.clone(),
@@ -230,6 +209,8 @@ impl DtmClient {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
 
     fn action_info() -> BranchInfo {

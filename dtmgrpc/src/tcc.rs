@@ -3,12 +3,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use dtmcli::{BranchIdGen, BranchInfo, Error, Op, Result, TransOptions, TransType};
 
-use crate::trans::GrpcGlobal;
+use crate::trans::{GrpcGlobal, OpenTrans};
 use crate::url::check_branch_url;
 use crate::{proto, DtmGrpcClient, GrpcUrl};
 
@@ -24,25 +24,9 @@ pub struct TccBuilder {
 /// The handle of an open TCC transaction, given to the closure of [`TccBuilder::run`].
 ///
 /// Cheap to clone; clones register branches of the same transaction with distinct ids.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Tcc {
-    inner: Arc<TccInner>,
-}
-
-struct TccInner {
-    client: DtmGrpcClient,
-    gid: String,
-    branch_headers: BTreeMap<String, String>,
-    ids: Mutex<BranchIdGen>,
-}
-
-impl fmt::Debug for Tcc {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tcc")
-            .field("gid", &self.inner.gid)
-            .field("server", &self.inner.client.server())
-            .finish_non_exhaustive()
-    }
+    inner: Arc<OpenTrans>,
 }
 
 /// A branch's reply to a call the SDK made itself (a TCC try, an XA action).
@@ -102,12 +86,12 @@ impl TccBuilder {
         E: From<Error> + fmt::Display,
     {
         let tcc = Tcc {
-            inner: Arc::new(TccInner {
-                client: self.client.clone(),
-                gid: self.gid.clone(),
-                branch_headers: self.options.branch_headers.clone(),
-                ids: Mutex::new(BranchIdGen::default()),
-            }),
+            inner: Arc::new(OpenTrans::new(
+                self.client.clone(),
+                self.gid.clone(),
+                self.options.branch_headers.clone(),
+                BranchIdGen::default(),
+            )),
         };
         let calls = GrpcGlobal::new(self.client, &self.gid, TransType::Tcc, &self.options);
         dtmcli::run_global(&calls, move || f(tcc)).await
@@ -140,12 +124,12 @@ impl Tcc {
             )));
         }
         Ok(Tcc {
-            inner: Arc::new(TccInner {
-                client: client.for_server(dtm)?,
-                gid: info.gid.clone(),
-                branch_headers: BTreeMap::new(),
-                ids: Mutex::new(BranchIdGen::new(info.branch_id.clone())),
-            }),
+            inner: Arc::new(OpenTrans::new(
+                client.for_server(dtm)?,
+                info.gid.clone(),
+                BTreeMap::new(),
+                BranchIdGen::new(info.branch_id.clone()),
+            )),
         })
     }
 
@@ -174,11 +158,7 @@ impl Tcc {
         check_branch_url(confirm_url)?;
         check_branch_url(cancel_url)?;
         let inner = &self.inner;
-        let branch_id = inner
-            .ids
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .next_id()?;
+        let branch_id = inner.next_branch_id()?;
         let payload = Bytes::from(payload.encode_to_vec());
         let register = proto::DtmBranchRequest {
             gid: inner.gid.clone(),

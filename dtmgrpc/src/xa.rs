@@ -1,15 +1,15 @@
 //! XA over gRPC: global XA transactions, and the registration of a local XA branch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use dtmcli::{BranchIdGen, BranchInfo, Error, Op, Result, TransOptions, TransType, XaRegistrar};
 
 use crate::tcc::BranchReply;
-use crate::trans::GrpcGlobal;
+use crate::trans::{GrpcGlobal, OpenTrans};
 use crate::{proto, DtmGrpcClient, GrpcUrl};
 
 /// Options of an XA transaction before it starts; [`XaBuilder::run`] runs it.
@@ -24,25 +24,9 @@ pub struct XaBuilder {
 /// The handle of an open XA transaction, given to the closure of [`XaBuilder::run`].
 ///
 /// Cheap to clone; clones call branches of the same transaction with distinct ids.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Xa {
-    inner: Arc<XaInner>,
-}
-
-struct XaInner {
-    client: DtmGrpcClient,
-    gid: String,
-    branch_headers: BTreeMap<String, String>,
-    ids: Mutex<BranchIdGen>,
-}
-
-impl fmt::Debug for Xa {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Xa")
-            .field("gid", &self.inner.gid)
-            .field("server", &self.inner.client.server())
-            .finish_non_exhaustive()
-    }
+    inner: Arc<OpenTrans>,
 }
 
 impl XaBuilder {
@@ -77,12 +61,12 @@ impl XaBuilder {
         E: From<Error> + fmt::Display,
     {
         let xa = Xa {
-            inner: Arc::new(XaInner {
-                client: self.client.clone(),
-                gid: self.gid.clone(),
-                branch_headers: self.options.branch_headers.clone(),
-                ids: Mutex::new(BranchIdGen::default()),
-            }),
+            inner: Arc::new(OpenTrans::new(
+                self.client.clone(),
+                self.gid.clone(),
+                self.options.branch_headers.clone(),
+                BranchIdGen::default(),
+            )),
         };
         let calls = GrpcGlobal::new(self.client, &self.gid, TransType::Xa, &self.options);
         dtmcli::run_global(&calls, move || f(xa)).await
@@ -108,11 +92,7 @@ impl Xa {
     ) -> Result<BranchReply> {
         let parsed = GrpcUrl::parse(url)?;
         let inner = &self.inner;
-        let branch_id = inner
-            .ids
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .next_id()?;
+        let branch_id = inner.next_branch_id()?;
         let info = BranchInfo {
             gid: inner.gid.clone(),
             trans_type: TransType::Xa,
