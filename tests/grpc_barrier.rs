@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
-use dtm_barrier::{Barrier, BarrierLayer, BarrierTx, Grpc, MsgBarrierExt};
+use dtm_barrier::{Barrier, BarrierLayer, BarrierTx, MsgBarrierExt};
 use dtmcli::{Error, GlobalStatus};
 use dtmgrpc::tonic::codegen::{http, Service};
 use dtmgrpc::tonic::server::NamedService;
@@ -131,7 +131,7 @@ fn serve<DB: Ledger>(bank: &Bank<DB>) -> String {
     bank.runtime().spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).unwrap();
         tonic::transport::Server::builder()
-            .layer(BarrierLayer::<DB, Grpc>::with_transport(barrier.clone()))
+            .layer(BarrierLayer::grpc(barrier.clone()))
             .add_service(SqlBusi { barrier })
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
             .await

@@ -26,9 +26,9 @@ const PREFIX: &str = "dtm-";
 /// #     + tonic::server::NamedService + Clone + Send + Sync + 'static,
 /// #   S::Future: Send + 'static,
 /// # {
-/// use dtm_barrier::{Barrier, BarrierLayer, Grpc};
+/// use dtm_barrier::{Barrier, BarrierLayer};
 /// let server = tonic::transport::Server::builder()
-///     .layer(BarrierLayer::<_, Grpc>::with_transport(Barrier::new(pool)))
+///     .layer(BarrierLayer::grpc(Barrier::new(pool)))
 ///     .add_service(svc);
 /// # }
 /// ```

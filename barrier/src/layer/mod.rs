@@ -61,8 +61,8 @@ pub trait Transport: Send + Sync + 'static {
     fn succeeded(response: &Response<Self::ResBody>) -> bool;
 }
 
-/// Wraps a service (an axum `Router` or route; a tonic server with [`BarrierLayer::grpc`]) in
-/// the barrier.
+/// Wraps a service (an axum `Router` or route; a tonic server with `BarrierLayer::grpc`, feature
+/// `tonic`) in the barrier.
 ///
 /// ```no_run
 /// use axum::{routing::post, Router};
@@ -95,6 +95,15 @@ impl<DB: BarrierDatabase> BarrierLayer<DB, Http> {
             barrier,
             transport: PhantomData,
         }
+    }
+}
+
+#[cfg(feature = "tonic")]
+impl<DB: BarrierDatabase> BarrierLayer<DB, Grpc> {
+    /// A layer running `barrier` around every gRPC request of a tonic server
+    /// (`Server::builder().layer(BarrierLayer::grpc(barrier))`).
+    pub fn grpc(barrier: Barrier<DB>) -> Self {
+        Self::with_transport(barrier)
     }
 }
 
