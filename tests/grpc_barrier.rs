@@ -7,119 +7,52 @@
 mod grpc_support;
 mod support;
 
-use std::convert::Infallible;
-use std::sync::OnceLock;
-use std::task::{Context, Poll};
+use std::sync::{Arc, OnceLock};
 
 use dtm_barrier::{Barrier, BarrierLayer, BarrierTx, MsgBarrierExt};
 use dtmcli::{Error, GlobalStatus};
-use dtmgrpc::tonic::codegen::{http, Service};
-use dtmgrpc::tonic::server::NamedService;
-use dtmgrpc::tonic::{self, Request, Response, Status};
-use dtmgrpc::tonic_prost;
-use futures_util::future::BoxFuture;
+use dtmgrpc::tonic::{self, Request, Status};
 use grpc_support::busi::BusiReq;
-use grpc_support::dtm_grpc;
+use grpc_support::{dtm_grpc, SqlBusi};
 use support::busi::{Bank, Ledger, INITIAL_BALANCE};
 use support::{accounts, status_of, wait_status, F, P, S};
 
-const SERVICE: &str = "busi.SqlBusi";
+const SERVICE: &str = SqlBusi::SERVICE;
 /// More than any account holds: the business code answers FAILURE (`Aborted`).
 const OVERDRAFT: i64 = INITIAL_BALANCE * 2;
 
-/// A tonic service moving money in SQL; the barrier comes from the layer around the server.
-struct SqlBusi<DB: Ledger> {
+/// The business of the service: money moves in SQL through the transaction the barrier layer
+/// opened; `QueryPreparedB` answers a message query from the barrier.
+async fn handle<DB: Ledger>(
     barrier: Barrier<DB>,
-}
-
-impl<DB: Ledger> Clone for SqlBusi<DB> {
-    fn clone(&self) -> Self {
-        SqlBusi {
-            barrier: self.barrier.clone(),
-        }
-    }
-}
-
-impl<DB: Ledger> SqlBusi<DB> {
-    async fn handle(&self, method: &str, request: Request<BusiReq>) -> Result<(), Status> {
-        let info = dtmgrpc::branch_info(&request)?;
-        if method == "QueryPreparedB" {
-            let result = self
-                .barrier
-                .query_prepared(&info.gid)
-                .await
-                .map_err(dtmcli::Error::from)?;
-            return result.into_grpc();
-        }
-        let tx = BarrierTx::<DB>::from_grpc(&request)?;
-        let req = request.into_inner();
-        let (account, delta, check) = match method {
-            "TransOut" => (req.from, -req.amount, true),
-            "TransOutRevert" => (req.from, req.amount, false),
-            "TransIn" => (req.to, req.amount, true),
-            "TransInRevert" => (req.to, -req.amount, false),
-            _ => return Err(Status::unimplemented(method.to_owned())),
-        };
-        let mut tx = tx.lock().await.map_err(dtmcli::Error::from)?;
-        let done = DB::adjust(&mut tx, &account, delta, check)
+    method: String,
+    request: Request<BusiReq>,
+) -> Result<(), Status> {
+    let info = dtmgrpc::branch_info(&request)?;
+    if method == "QueryPreparedB" {
+        let result = barrier
+            .query_prepared(&info.gid)
             .await
-            .map_err(Error::other)?;
-        if !done {
-            return Err(Error::failure(format!("insufficient balance in {account}")).into());
-        }
-        Ok(())
+            .map_err(dtmcli::Error::from)?;
+        return result.into_grpc();
     }
-}
-
-struct Method<DB: Ledger> {
-    busi: SqlBusi<DB>,
-    name: String,
-}
-
-impl<DB: Ledger> Service<Request<BusiReq>> for Method<DB> {
-    type Response = Response<()>;
-    type Error = Status;
-    type Future = BoxFuture<'static, Result<Response<()>, Status>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        Poll::Ready(Ok(()))
+    let tx = BarrierTx::<DB>::from_grpc(&request)?;
+    let req = request.into_inner();
+    let (account, delta, check) = match method.as_str() {
+        "TransOut" => (req.from, -req.amount, true),
+        "TransOutRevert" => (req.from, req.amount, false),
+        "TransIn" => (req.to, req.amount, true),
+        "TransInRevert" => (req.to, -req.amount, false),
+        _ => return Err(Status::unimplemented(method)),
+    };
+    let mut tx = tx.lock().await.map_err(dtmcli::Error::from)?;
+    let done = DB::adjust(&mut tx, &account, delta, check)
+        .await
+        .map_err(Error::other)?;
+    if !done {
+        return Err(Error::failure(format!("insufficient balance in {account}")).into());
     }
-
-    fn call(&mut self, request: Request<BusiReq>) -> Self::Future {
-        let (busi, name) = (self.busi.clone(), self.name.clone());
-        Box::pin(async move { busi.handle(&name, request).await.map(Response::new) })
-    }
-}
-
-impl<DB: Ledger> Service<http::Request<tonic::body::Body>> for SqlBusi<DB> {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        let name = request
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        let busi = self.clone();
-        Box::pin(async move {
-            let codec = tonic_prost::ProstCodec::<(), BusiReq>::default();
-            Ok(tonic::server::Grpc::new(codec)
-                .unary(Method { busi, name }, request)
-                .await)
-        })
-    }
-}
-
-impl<DB: Ledger> NamedService for SqlBusi<DB> {
-    const NAME: &'static str = SERVICE;
+    Ok(())
 }
 
 /// Serves the SQL service of `bank`'s database on the bank's runtime; returns its address.
@@ -132,7 +65,9 @@ fn serve<DB: Ledger>(bank: &Bank<DB>) -> String {
         let listener = tokio::net::TcpListener::from_std(listener).unwrap();
         tonic::transport::Server::builder()
             .layer(BarrierLayer::grpc(barrier.clone()))
-            .add_service(SqlBusi { barrier })
+            .add_service(SqlBusi::new(Arc::new(move |method, request| {
+                Box::pin(handle(barrier.clone(), method, request))
+            })))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
             .await
             .expect("gRPC SQL service");

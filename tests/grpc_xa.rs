@@ -7,122 +7,57 @@
 mod grpc_support;
 mod support;
 
-use std::convert::Infallible;
-use std::sync::OnceLock;
-use std::task::{Context, Poll};
+use std::sync::{Arc, OnceLock};
 
 use dtm_barrier::{Barrier, XaDatabase};
 use dtmcli::{Error, GlobalStatus, Op};
-use dtmgrpc::tonic::codegen::{http, Service};
-use dtmgrpc::tonic::server::NamedService;
-use dtmgrpc::tonic::{self, Request, Response, Status};
-use dtmgrpc::{tonic_prost, DtmGrpcClient};
-use futures_util::future::BoxFuture;
+use dtmgrpc::tonic::{self, Request, Status};
+use dtmgrpc::DtmGrpcClient;
 use grpc_support::busi::BusiReq;
-use grpc_support::{dtm_grpc, grpc_addr};
+use grpc_support::{dtm_grpc, grpc_addr, SqlBusi};
 use support::busi::{Bank, Ledger, INITIAL_BALANCE};
 use support::{accounts, wait_status, P, S};
 
-const SERVICE: &str = "busi.XaBusi";
+const SERVICE: &str = SqlBusi::SERVICE;
 
 /// The resource manager: `TransOutXa` takes `amount` from `from`, `TransInXa` gives it to
-/// `to`; `results["TransInXa"] = "FAILURE"` makes that business answer FAILURE after its update.
-struct XaBusi<DB: Ledger> {
+/// `to`, each in a local XA transaction registered over gRPC; `results["TransInXa"] =
+/// "FAILURE"` makes that business answer FAILURE after its update. Phase 2 commits or rolls
+/// back.
+async fn handle<DB: Ledger + XaDatabase>(
     barrier: Barrier<DB>,
     dtm: DtmGrpcClient,
-}
-
-impl<DB: Ledger> Clone for XaBusi<DB> {
-    fn clone(&self) -> Self {
-        XaBusi {
-            barrier: self.barrier.clone(),
-            dtm: self.dtm.clone(),
-        }
+    method: String,
+    request: Request<BusiReq>,
+) -> Result<(), Status> {
+    let info = dtmgrpc::branch_info(&request)?;
+    if matches!(info.op, Op::Commit | Op::Rollback) {
+        barrier
+            .xa_phase2(&info)
+            .await
+            .map_err(dtmcli::Error::from)?;
+        return Ok(());
     }
-}
-
-impl<DB: Ledger + XaDatabase> XaBusi<DB> {
-    async fn handle(&self, method: &str, request: Request<BusiReq>) -> Result<(), Status> {
-        let info = dtmgrpc::branch_info(&request)?;
-        if matches!(info.op, Op::Commit | Op::Rollback) {
-            self.barrier
-                .xa_phase2(&info)
-                .await
-                .map_err(dtmcli::Error::from)?;
-            return Ok(());
-        }
-        let req = request.into_inner();
-        let (account, delta) = match method {
-            "TransOutXa" => (req.from.clone(), -req.amount),
-            _ => (req.to.clone(), req.amount),
-        };
-        let fail = req.results.get(method).is_some_and(|r| r == "FAILURE");
-        self.barrier
-            .xa_local(&self.dtm, &info, move |conn| {
-                Box::pin(async move {
-                    let done = DB::adjust(conn, &account, delta, true)
-                        .await
-                        .map_err(Error::other)?;
-                    if !done || fail {
-                        return Err(Error::failure(format!("{account} refused the transfer")));
-                    }
-                    Ok::<_, Error>(())
-                })
+    let req = request.into_inner();
+    let (account, delta) = match method.as_str() {
+        "TransOutXa" => (req.from.clone(), -req.amount),
+        _ => (req.to.clone(), req.amount),
+    };
+    let fail = req.results.get(&method).is_some_and(|r| r == "FAILURE");
+    barrier
+        .xa_local(&dtm, &info, move |conn| {
+            Box::pin(async move {
+                let done = DB::adjust(conn, &account, delta, true)
+                    .await
+                    .map_err(Error::other)?;
+                if !done || fail {
+                    return Err(Error::failure(format!("{account} refused the transfer")));
+                }
+                Ok::<_, Error>(())
             })
-            .await?;
-        Ok(())
-    }
-}
-
-struct Method<DB: Ledger> {
-    busi: XaBusi<DB>,
-    name: String,
-}
-
-impl<DB: Ledger + XaDatabase> Service<Request<BusiReq>> for Method<DB> {
-    type Response = Response<()>;
-    type Error = Status;
-    type Future = BoxFuture<'static, Result<Response<()>, Status>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<BusiReq>) -> Self::Future {
-        let (busi, name) = (self.busi.clone(), self.name.clone());
-        Box::pin(async move { busi.handle(&name, request).await.map(Response::new) })
-    }
-}
-
-impl<DB: Ledger + XaDatabase> Service<http::Request<tonic::body::Body>> for XaBusi<DB> {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        let name = request
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        let busi = self.clone();
-        Box::pin(async move {
-            let codec = tonic_prost::ProstCodec::<(), BusiReq>::default();
-            Ok(tonic::server::Grpc::new(codec)
-                .unary(Method { busi, name }, request)
-                .await)
         })
-    }
-}
-
-impl<DB: Ledger> NamedService for XaBusi<DB> {
-    const NAME: &'static str = SERVICE;
+        .await?;
+    Ok(())
 }
 
 /// Serves the resource manager on the bank's runtime (where its pool lives).
@@ -136,7 +71,9 @@ fn serve<DB: Ledger + XaDatabase>(bank: &Bank<DB>) -> String {
         let listener = tokio::net::TcpListener::from_std(listener).unwrap();
         let dtm = DtmGrpcClient::connect_lazy(dtm_addr).unwrap();
         tonic::transport::Server::builder()
-            .add_service(XaBusi { barrier, dtm })
+            .add_service(SqlBusi::new(Arc::new(move |method, request| {
+                Box::pin(handle(barrier.clone(), dtm.clone(), method, request))
+            })))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
             .await
             .expect("gRPC XA resource manager");

@@ -6,9 +6,14 @@
 #[path = "../../dtmgrpc/examples/busi/mod.rs"]
 pub mod busi;
 
+use std::convert::Infallible;
 use std::sync::OnceLock;
+use std::task::{Context, Poll};
 
-use dtmgrpc::DtmGrpcClient;
+use dtmgrpc::tonic::codegen::{http, Service};
+use dtmgrpc::tonic::server::NamedService;
+use dtmgrpc::{tonic, tonic_prost, DtmGrpcClient};
+use futures_util::future::BoxFuture;
 
 use crate::support;
 
@@ -49,4 +54,80 @@ pub fn busi() -> &'static busi::Busi {
         });
         rx.recv().expect("gRPC business service started")
     })
+}
+
+/// A tonic service (`busi.SqlBusi`) whose every method decodes a [`busi::BusiReq`] and hands
+/// it, with the method's name, to one handler: the scaffolding of the SQL-backed services of
+/// the gRPC barrier and XA suites.
+#[derive(Clone)]
+pub struct SqlBusi {
+    handler: Handler,
+}
+
+/// The handler of [`SqlBusi`]: `(method, request) -> OK or a status`.
+pub type Handler = std::sync::Arc<
+    dyn Fn(String, tonic::Request<busi::BusiReq>) -> BoxFuture<'static, Result<(), tonic::Status>>
+        + Send
+        + Sync,
+>;
+
+impl SqlBusi {
+    /// The service name in branch URLs.
+    pub const SERVICE: &'static str = "busi.SqlBusi";
+
+    /// A service calling `handler` for every method.
+    pub fn new(handler: Handler) -> Self {
+        SqlBusi { handler }
+    }
+}
+
+struct Method {
+    handler: Handler,
+    name: String,
+}
+
+impl Service<tonic::Request<busi::BusiReq>> for Method {
+    type Response = tonic::Response<()>;
+    type Error = tonic::Status;
+    type Future = BoxFuture<'static, Result<tonic::Response<()>, tonic::Status>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), tonic::Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: tonic::Request<busi::BusiReq>) -> Self::Future {
+        let reply = (self.handler)(self.name.clone(), request);
+        Box::pin(async move { reply.await.map(tonic::Response::new) })
+    }
+}
+
+impl Service<http::Request<tonic::body::Body>> for SqlBusi {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let name = request
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let handler = self.handler.clone();
+        Box::pin(async move {
+            let codec = tonic_prost::ProstCodec::<(), busi::BusiReq>::default();
+            Ok(tonic::server::Grpc::new(codec)
+                .unary(Method { handler, name }, request)
+                .await)
+        })
+    }
+}
+
+impl NamedService for SqlBusi {
+    const NAME: &'static str = SqlBusi::SERVICE;
 }
