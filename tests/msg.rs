@@ -208,8 +208,8 @@ async fn msg_delay_holds_the_branches_back() {
     );
     let q = wait_status(msg.gid(), GlobalStatus::Succeed).await;
     assert!(
-        submitted.elapsed() >= Duration::from_secs(1),
-        "the delay was honoured ({:?})",
+        submitted.elapsed() >= Duration::from_millis(1900),
+        "the delay of 2 s was honoured ({:?})",
         submitted.elapsed()
     );
     assert_eq!(q.branch_statuses(), [S]);
@@ -217,23 +217,45 @@ async fn msg_delay_holds_the_branches_back() {
     assert_balances(&req, 0, 30).await;
 }
 
-#[tokio::test]
-async fn msg_concurrent() {
+/// A message whose first step fails once: sequentially the server stops at that step and
+/// calls the second only after the retry; concurrently it calls both in the first pass.
+async fn two_steps_first_failing_once(concurrent: bool) -> Vec<String> {
     let gid = new_gid().await;
     let req = req_for(&gid);
     let b = bank();
-    let msg = client()
+    let mut msg = client()
         .msg(&gid)
-        .add(b.url("TransOut", ""), &req)
         .add(b.url("TransIn", "ERROR"), &req)
-        .concurrent()
+        .add(b.url("TransOut", ""), &req)
         .retry_interval(SEC);
+    if concurrent {
+        msg = msg.concurrent();
+    }
     msg.submit().await.unwrap();
     let q = wait_status(&gid, GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [S, S]);
     assert_eq!(q.branches[0].branch_id, "01");
     assert_eq!(q.branches[1].branch_id, "02");
+    let options: serde_json::Value = serde_json::from_str(&q.transaction.unwrap().options).unwrap();
+    assert_eq!(options["concurrent"], concurrent, "{options}");
     assert_balances(&req, -30, 30).await;
+    b.routes(&gid)
+}
+
+#[tokio::test]
+async fn msg_concurrent() {
+    let routes = two_steps_first_failing_once(true).await;
+    assert_eq!(routes.len(), 3, "{routes:?}");
+    assert!(
+        routes[..2].contains(&"TransOut".to_owned()),
+        "both steps ran in the first pass: {routes:?}"
+    );
+}
+
+#[tokio::test]
+async fn msg_sequential_stops_at_the_failing_step() {
+    let routes = two_steps_first_failing_once(false).await;
+    assert_eq!(routes, ["TransIn", "TransIn", "TransOut"]);
 }
 
 #[tokio::test]

@@ -34,7 +34,7 @@ pub use dialect::Row;
 pub use dialect::{BarrierDatabase, Dialect, TableName, DEFAULT_SQLITE_TABLE, DEFAULT_TABLE};
 pub use error::Error;
 #[cfg(feature = "tonic")]
-pub use layer::{branch_info_from_metadata, Grpc};
+pub use layer::Grpc;
 #[cfg(feature = "axum")]
 pub use layer::{
     BarrierLayer, BarrierService, BarrierTx, Http, MissingBarrierLayer, Transport, TxGuard,

@@ -44,6 +44,20 @@ pub fn expect_success(url: &str, status: u16, body: &str) -> Result<()> {
     }
 }
 
+/// An error text DTM will not read as a result: the words `FAILURE` and `ONGOING` in lower
+/// case. For bodies of answers that are neither (400, 500), since DTM reads those words in any
+/// body (rule 1 and 2 above).
+pub fn neutral(message: &str) -> String {
+    message
+        .replace(DtmResult::Failure.as_str(), "failure")
+        .replace(DtmResult::Ongoing.as_str(), "ongoing")
+}
+
+/// The text of a FAILURE answer: `ONGOING` in lower case, since DTM checks for that word first.
+pub fn failure_text(message: &str) -> String {
+    message.replace(DtmResult::Ongoing.as_str(), "ongoing")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +82,13 @@ mod tests {
         assert_eq!(c(500, "upstream said FAILURE"), Ok(DtmResult::Failure));
         assert_eq!(c(500, "boom"), Err("u answered HTTP 500: boom".to_owned()));
         assert_eq!(c(404, ""), Err("u answered HTTP 404: ".to_owned()));
+    }
+
+    #[test]
+    fn neutral_texts_do_not_change_the_meaning() {
+        assert!(classify("u", 500, &neutral("db said FAILURE, still ONGOING")).is_err());
+        let body = failure_text("order still ONGOING");
+        assert_eq!(classify("u", 409, &body).unwrap(), DtmResult::Failure);
     }
 
     #[test]

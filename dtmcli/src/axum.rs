@@ -22,11 +22,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::answer::{STATUS_FAILURE, STATUS_ONGOING};
+use crate::answer::{failure_text, neutral, STATUS_FAILURE, STATUS_ONGOING};
 use crate::{BranchInfo, DtmResult, Error};
-
-/// The HTTP header prefix under which branch info may also arrive (`dtm-gid`, ...).
-pub const HEADER_PREFIX: &str = "dtm-";
 
 impl BranchInfo {
     /// Reads branch info from a request: the query string first, then `dtm-*` headers.
@@ -44,7 +41,7 @@ impl BranchInfo {
                 .or_else(|| {
                     parts
                         .headers
-                        .get(format!("{HEADER_PREFIX}{name}"))
+                        .get(format!("{}{name}", crate::BRANCH_INFO_PREFIX))
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned)
                 })
@@ -61,7 +58,7 @@ impl IntoResponse for BranchInfoRejection {
     fn into_response(self) -> Response {
         (
             StatusCode::BAD_REQUEST,
-            Json(json!({ "message": scrub(&self.0.to_string()) })),
+            Json(json!({ "message": neutral(&self.0.to_string()) })),
         )
             .into_response()
     }
@@ -102,14 +99,14 @@ impl IntoResponse for DtmResult {
 /// [`Error::Failure`] → 409 and [`Error::Ongoing`] → 425 (with `dtm_result` and `message`),
 /// missing or invalid input → 400, anything else → 500, which DTM retries.
 ///
-/// In 400 and 500 messages the words `FAILURE` and `ONGOING` are written in lower case, because
-/// DTM would read them in the body as a result.
+/// In 400 and 500 messages the words `FAILURE` and `ONGOING` are written in lower case, and in
+/// FAILURE messages the word `ONGOING`, because DTM reads them in the body as a result.
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, body) = match &self {
             Error::Failure { message } => (
                 status(STATUS_FAILURE),
-                json!({ "dtm_result": DtmResult::Failure.as_str(), "message": message }),
+                json!({ "dtm_result": DtmResult::Failure.as_str(), "message": failure_text(message) }),
             ),
             Error::Ongoing { message } => (
                 status(STATUS_ONGOING),
@@ -117,13 +114,13 @@ impl IntoResponse for Error {
             ),
             Error::MissingField(_) | Error::InvalidArgument(_) => (
                 StatusCode::BAD_REQUEST,
-                json!({ "message": scrub(&self.to_string()) }),
+                json!({ "message": neutral(&self.to_string()) }),
             ),
             _ => {
                 tracing_error(&self);
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({ "message": scrub(&self.to_string()) }),
+                    json!({ "message": neutral(&self.to_string()) }),
                 )
             }
         };
@@ -133,13 +130,6 @@ impl IntoResponse for Error {
 
 fn status(code: u16) -> StatusCode {
     StatusCode::from_u16(code).expect("protocol status codes are valid")
-}
-
-/// Keeps an error text from being read as a result by DTM's body-substring rules.
-fn scrub(message: &str) -> String {
-    message
-        .replace(DtmResult::Failure.as_str(), "failure")
-        .replace(DtmResult::Ongoing.as_str(), "ongoing")
 }
 
 fn tracing_error(e: &Error) {
@@ -214,6 +204,12 @@ mod tests {
             (409, r#"{"dtm_result":"FAILURE","message":"no money"}"#)
         );
         assert_eq!(answer(Error::ongoing("").into_response()).await.0, 425);
+        // A FAILURE whose text mentions ONGOING still reads as FAILURE.
+        let (status, body) = answer(Error::failure("order still ONGOING").into_response()).await;
+        assert_eq!(
+            crate::answer::classify("u", status, &body).unwrap(),
+            DtmResult::Failure
+        );
         let (status, body) = answer(Error::other("db said FAILURE").into_response()).await;
         assert_eq!(status, 500);
         assert!(!body.contains("FAILURE"), "{body}");

@@ -2,6 +2,10 @@
 
 use crate::{Error, Op, Result, TransType};
 
+/// The prefix of the HTTP headers and gRPC metadata keys that carry branch info:
+/// `dtm-gid`, `dtm-trans_type`, `dtm-branch_id`, `dtm-op`, `dtm-dtm`, `dtm-phase2_url`.
+pub const BRANCH_INFO_PREFIX: &str = "dtm-";
+
 /// The transaction information DTM (or a client) sends with every branch call.
 ///
 /// Over HTTP it travels in the query string (`gid`, `trans_type`, `branch_id`, `op`, and from
@@ -52,6 +56,12 @@ impl BranchInfo {
             dtm: lookup("dtm").filter(|v| !v.is_empty()),
             phase2_url: lookup("phase2_url").filter(|v| !v.is_empty()),
         })
+    }
+
+    /// Builds branch info from `dtm-*` keys (HTTP headers, gRPC metadata): `get(key)` returns
+    /// the value of the full key, such as `dtm-gid`.
+    pub fn from_prefixed(mut get: impl FnMut(&str) -> Option<String>) -> Result<Self> {
+        Self::from_lookup(|name| get(&format!("{BRANCH_INFO_PREFIX}{name}")))
     }
 
     /// Parses branch info from a URL query string (`gid=..&trans_type=..&branch_id=..&op=..`).

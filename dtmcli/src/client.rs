@@ -117,7 +117,7 @@ pub struct BranchResponse {
 }
 
 impl BranchResponse {
-    /// The HTTP status code (2xx: the SDK turns other answers into errors).
+    /// The HTTP status code (200: the SDK turns other answers into errors).
     pub fn status(&self) -> u16 {
         self.status
     }

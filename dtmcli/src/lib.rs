@@ -71,13 +71,13 @@ mod trans;
 #[cfg(feature = "http")]
 mod xa;
 
-pub use branch::{BranchIdGen, BranchInfo};
+pub use branch::{BranchIdGen, BranchInfo, BRANCH_INFO_PREFIX};
 pub use error::{Error, Result};
 pub use gid::local_gid;
 pub use global::{run_global, GlobalCalls, XaRegistrar};
 pub use options::{whole_seconds, TransOptions};
 pub use query::{AllQuery, BranchTrans, GlobalTrans, TransPage, TransQuery};
-pub use two_phase::{do_and_submit, TwoPhaseMsg};
+pub use two_phase::{do_and_submit, query_url, TwoPhaseMsg};
 pub use types::{
     BranchStatus, DtmResult, GlobalStatus, Op, Protocol, TransType, QUERY_PREPARED_BRANCH_ID,
 };

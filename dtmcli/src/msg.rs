@@ -132,8 +132,11 @@ impl Msg {
     /// Stores the message as `prepared`, with `query_prepared` as the URL the server asks
     /// (GET, with the branch info in the query) whether the local work committed:
     /// 200 → submit the message, 409 → drop it, 425 → ask again later.
+    ///
+    /// An empty URL is refused: the server would read it as "committed" and submit the message
+    /// even when the local work rolled back.
     pub async fn prepare(&mut self, query_prepared: impl Into<String>) -> Result<()> {
-        self.query_prepared = query_prepared.into();
+        self.query_prepared = crate::two_phase::query_url(query_prepared.into())?;
         self.send("prepare").await
     }
 
@@ -212,6 +215,17 @@ impl DtmClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_empty_query_url_is_refused_before_any_call() {
+        // Nothing listens on port 9: a call would fail differently.
+        let dtm = DtmClient::new("http://127.0.0.1:9/api").unwrap();
+        let mut msg = dtm.msg("g").add("http://h/TransIn", &1);
+        let err = msg.prepare("").await.unwrap_err();
+        assert!(err.to_string().contains("query_prepared is empty"), "{err}");
+        let err = msg.do_and_submit(" ", async { Ok(()) }).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    }
 
     #[test]
     fn body_has_delay_and_topic_steps() {

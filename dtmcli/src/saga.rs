@@ -106,8 +106,9 @@ impl Saga {
     crate::__option_setters!();
 
     /// Submits the saga. Without `wait_result` this returns once the server stored it; with it,
-    /// once the server processed it, with [`Error::Failure`] if it rolled back and
-    /// [`Error::Failure`] / [`Error::Ongoing`] if it is not finished.
+    /// once the server processed it, with [`Error::Failure`] if it did not succeed (rolled back,
+    /// or still unfinished because a branch answered ONGOING or an error: the server retries
+    /// it later).
     ///
     /// Submitting again while the saga is still `submitted` makes the server run its steps
     /// again (they must be idempotent); after it ended the server answers FAILURE.
@@ -126,10 +127,13 @@ impl Saga {
                 )));
             }
         }
-        let custom_data = if self.concurrent || !self.orders.is_empty() {
+        // `options.concurrent` (set through `options()`) means the same as `concurrent()`: the
+        // server reads saga concurrency from `custom_data` only.
+        let concurrent = self.concurrent || self.options.concurrent;
+        let custom_data = if concurrent || !self.orders.is_empty() {
             serde_json::to_string(&SagaCustomData {
                 orders: &self.orders,
-                concurrent: self.concurrent,
+                concurrent,
             })
             .map_err(|e| Error::payload("saga custom data", e))?
         } else {

@@ -126,7 +126,7 @@ impl Tcc {
     /// The branch gets the next id; the server will call `confirm_url` (on submit) or
     /// `cancel_url` (on abort, even if the try failed) with `payload` as body. The try is a
     /// POST of `payload` to `try_url` with `dtm`, `gid`, `branch_id`, `trans_type` and `op=try`
-    /// in the query and the transaction's branch headers. Anything but a 2xx SUCCESS answer is
+    /// in the query and the transaction's branch headers. Anything but a 200 SUCCESS answer is
     /// an error ([`Error::Failure`], [`Error::Ongoing`], ...).
     pub async fn call_branch<T: Serialize + ?Sized>(
         &self,

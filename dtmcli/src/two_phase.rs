@@ -20,6 +20,19 @@ pub trait TwoPhaseMsg: Send {
     fn query_local_work(&self) -> impl Future<Output = Result<()>> + Send;
 }
 
+/// Checks a message's query URL: an empty one would make the server treat the prepared message
+/// as committed (`../shared/PROTOCOL.md` §2.1).
+#[doc(hidden)]
+pub fn query_url(url: String) -> Result<String> {
+    if url.trim().is_empty() {
+        return Err(Error::InvalidArgument(
+            "query_prepared is empty: the server would take every prepared message as committed"
+                .into(),
+        ));
+    }
+    Ok(url)
+}
+
 /// Prepares `msg`, runs the local work `busi`, then submits or drops the message according to
 /// the outcome (`../shared/PROTOCOL.md` §6):
 ///

@@ -105,7 +105,7 @@ impl Xa {
     /// `phase2_url=<url>` in the query and the transaction's branch headers. The resource
     /// manager runs its local XA transaction, registers the branch at the server with `url`
     /// as phase-2 URL ([`register_xa_branch`]) and prepares; the server later calls `url`
-    /// again with `op=commit` or `op=rollback`. Anything but a 2xx SUCCESS answer is an
+    /// again with `op=commit` or `op=rollback`. Anything but a 200 SUCCESS answer is an
     /// error ([`Error::Failure`], [`Error::Ongoing`], ...).
     ///
     /// ```no_run

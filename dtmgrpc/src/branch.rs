@@ -9,7 +9,7 @@ use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 /// (`../shared/PROTOCOL.md` §4.3, §4.5).
 pub mod keys {
     /// The prefix of every key: `dtm-`.
-    pub const PREFIX: &str = "dtm-";
+    pub const PREFIX: &str = dtmcli::BRANCH_INFO_PREFIX;
     /// The global transaction id.
     pub const GID: &str = "dtm-gid";
     /// The transaction type.
@@ -30,9 +30,9 @@ pub mod keys {
 /// [`Error::MissingField`] naming it; an unknown type or op [`Error::InvalidArgument`].
 /// `dtm-dtm` and `dtm-phase2_url` are optional (the server sends `dtm-dtm` empty).
 pub fn branch_info_from_metadata(metadata: &MetadataMap) -> Result<BranchInfo> {
-    BranchInfo::from_lookup(|name| {
+    BranchInfo::from_prefixed(|key| {
         metadata
-            .get(format!("{}{name}", keys::PREFIX))
+            .get(key)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     })

@@ -20,6 +20,9 @@ use crate::GrpcUrl;
 /// Generous because a `wait_result` submit processes the branches inside the call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How many branch and server targets a client keeps channels for.
+const MAX_CACHED_CHANNELS: usize = 64;
+
 /// A client of one DTM server over gRPC.
 ///
 /// Cheap to clone (an [`Arc`] inside): build one per process and share it. It holds a tonic
@@ -239,7 +242,9 @@ impl Settings {
         Ok(self.endpoint(target)?.connect_lazy())
     }
 
-    /// The cached channel to `target`, created on first use.
+    /// The cached channel to `target`, created on first use. Targets can come from requests
+    /// (`dtm-dtm` of a nested TCC or an XA registration), so the cache is bounded: past
+    /// [`MAX_CACHED_CHANNELS`] targets, new ones get a channel that is not kept.
     fn channel(&self, target: &str) -> Result<Channel> {
         let mut channels = self
             .channels
@@ -249,7 +254,9 @@ impl Settings {
             return Ok(channel.clone());
         }
         let channel = self.lazy_channel(target)?;
-        channels.insert(target.to_owned(), channel.clone());
+        if channels.len() < MAX_CACHED_CHANNELS {
+            channels.insert(target.to_owned(), channel.clone());
+        }
         Ok(channel)
     }
 }

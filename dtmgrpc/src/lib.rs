@@ -72,7 +72,7 @@ pub use client::{DtmGrpcClient, DtmGrpcClientBuilder, DEFAULT_TIMEOUT};
 pub use error::{result_of, GrpcError};
 pub use msg::Msg;
 pub use saga::Saga;
-pub use tcc::{BranchReply, Tcc, TccBuilder};
+pub use tcc::{BranchResponse, Tcc, TccBuilder};
 pub use url::GrpcUrl;
 pub use xa::{Xa, XaBuilder};
 

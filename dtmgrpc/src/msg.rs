@@ -115,7 +115,7 @@ impl Msg {
     /// Stores the message as `prepared`, with `query_prepared` as the gRPC (or HTTP) URL the
     /// server asks whether the local work committed.
     pub async fn prepare(&mut self, query_prepared: impl Into<String>) -> Result<()> {
-        let query_prepared = query_prepared.into();
+        let query_prepared = dtmcli::query_url(query_prepared.into())?;
         check_branch_url(&query_prepared)?;
         self.query_prepared = query_prepared;
         let req = self.request()?;
@@ -178,6 +178,14 @@ impl TwoPhaseMsg for Msg {
     }
 
     async fn query_local_work(&self) -> Result<()> {
+        if crate::url::is_http(&self.query_prepared) {
+            // Not FAILURE: the message stays prepared and the server asks the URL itself.
+            return Err(Error::InvalidArgument(format!(
+                "the gRPC client does not call the HTTP query URL {} itself; the server will \
+                 ask it when the message times out",
+                self.query_prepared
+            )));
+        }
         let url = GrpcUrl::parse(&self.query_prepared)?;
         let info = BranchInfo {
             gid: self.gid.clone(),
@@ -235,6 +243,9 @@ mod tests {
         assert_eq!(req.bin_payloads, [b"".to_vec(), br#"{"a":1}"#.to_vec()]);
         assert_eq!(req.customed_data, r#"{"delay":2}"#);
         assert_eq!(req.trans_options.unwrap().retry_interval, 1);
+
+        let err = dtm.msg("g").prepare("").await.unwrap_err();
+        assert!(err.to_string().contains("query_prepared is empty"), "{err}");
 
         let mut options = TransOptions::default();
         options.concurrent = true;

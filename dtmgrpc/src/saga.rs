@@ -127,10 +127,12 @@ impl Saga {
                 )));
             }
         }
-        let customed_data = if self.concurrent || !self.orders.is_empty() {
+        // `options.concurrent` (set through `options()`) means the same as `concurrent()`.
+        let concurrent = self.concurrent || self.options.concurrent;
+        let customed_data = if concurrent || !self.orders.is_empty() {
             serde_json::to_string(&SagaCustomData {
                 orders: &self.orders,
-                concurrent: self.concurrent,
+                concurrent,
             })
             .map_err(Error::other)?
         } else {

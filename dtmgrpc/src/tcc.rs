@@ -31,13 +31,13 @@ pub struct Tcc {
 
 /// A branch's reply to a call the SDK made itself (a TCC try, an XA action).
 #[derive(Debug, Clone)]
-pub struct BranchReply {
+pub struct BranchResponse {
     bytes: Bytes,
 }
 
-impl BranchReply {
+impl BranchResponse {
     pub(crate) fn new(bytes: Bytes) -> Self {
-        BranchReply { bytes }
+        BranchResponse { bytes }
     }
 
     /// The reply message, still encoded.
@@ -153,7 +153,7 @@ impl Tcc {
         try_url: &str,
         confirm_url: &str,
         cancel_url: &str,
-    ) -> Result<BranchReply> {
+    ) -> Result<BranchResponse> {
         let try_url = GrpcUrl::parse(try_url)?;
         check_branch_url(confirm_url)?;
         check_branch_url(cancel_url)?;
@@ -189,7 +189,7 @@ impl Tcc {
             .client
             .call_branch(&try_url, &info, payload, &inner.branch_headers)
             .await?;
-        Ok(BranchReply { bytes })
+        Ok(BranchResponse { bytes })
     }
 }
 

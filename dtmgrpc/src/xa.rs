@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use dtmcli::{BranchIdGen, BranchInfo, Error, Op, Result, TransOptions, TransType, XaRegistrar};
 
-use crate::tcc::BranchReply;
+use crate::tcc::BranchResponse;
 use crate::trans::{GrpcGlobal, OpenTrans};
 use crate::{proto, DtmGrpcClient, GrpcUrl};
 
@@ -89,7 +89,7 @@ impl Xa {
         &self,
         payload: &M,
         url: &str,
-    ) -> Result<BranchReply> {
+    ) -> Result<BranchResponse> {
         let parsed = GrpcUrl::parse(url)?;
         let inner = &self.inner;
         let branch_id = inner.next_branch_id()?;
@@ -110,7 +110,7 @@ impl Xa {
                 &inner.branch_headers,
             )
             .await?;
-        Ok(BranchReply::new(bytes))
+        Ok(BranchResponse::new(bytes))
     }
 }
 

@@ -9,11 +9,9 @@ use http::{HeaderMap, HeaderValue, Response};
 use http_body::Frame;
 use http_body_util::StreamBody;
 
-use super::{neutral, Transport};
+use super::Transport;
 use crate::{BarrierDatabase, BarrierTx, Error};
-
-/// The metadata prefix of branch info: `dtm-gid`, `dtm-trans_type`, `dtm-branch_id`, `dtm-op`.
-const PREFIX: &str = "dtm-";
+use dtmcli::answer::neutral;
 
 /// gRPC for tonic servers: branch info from `dtm-*` metadata; answers are gRPC statuses
 /// (`InvalidArgument` for missing info, `Internal` for database errors, OK with an empty
@@ -80,10 +78,10 @@ impl Transport for Grpc {
 
 /// Reads branch info from gRPC metadata (`dtm-gid`, `dtm-trans_type`, `dtm-branch_id`,
 /// `dtm-op`, and from clients `dtm-dtm`, `dtm-phase2_url`).
-pub fn branch_info_from_metadata(headers: &HeaderMap) -> Result<BranchInfo, dtmcli::Error> {
-    BranchInfo::from_lookup(|name| {
+fn branch_info_from_metadata(headers: &HeaderMap) -> Result<BranchInfo, dtmcli::Error> {
+    BranchInfo::from_prefixed(|key| {
         headers
-            .get(format!("{PREFIX}{name}"))
+            .get(key)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     })

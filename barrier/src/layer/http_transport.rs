@@ -7,8 +7,9 @@ use axum::response::IntoResponse;
 use axum::Json;
 use dtmcli::{BranchInfo, DtmResult};
 
-use super::{neutral, Transport};
+use super::Transport;
 use crate::Error;
+use dtmcli::answer::neutral;
 
 /// HTTP for axum: branch info from the query string (then `dtm-*` headers), answers as
 /// `dtmcli`'s branch helpers write them; 2xx means success.

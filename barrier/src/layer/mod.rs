@@ -34,7 +34,7 @@ use tokio::sync::Mutex;
 use tower::{Layer, Service};
 
 #[cfg(feature = "tonic")]
-pub use grpc::{branch_info_from_metadata, Grpc};
+pub use grpc::Grpc;
 pub use http_transport::Http;
 pub use tx::{BarrierTx, MissingBarrierLayer, TxGuard};
 
@@ -256,13 +256,6 @@ where
 fn database_error<T: Transport>(e: Error) -> Response<T::ResBody> {
     tracing::warn!(error = %e, "barrier database error; answering an error DTM retries");
     T::database_error(&e)
-}
-
-/// An error text that DTM will not read as a result: FAILURE / ONGOING in lower case.
-pub(crate) fn neutral(message: &str) -> String {
-    message
-        .replace(dtmcli::DtmResult::Failure.as_str(), "failure")
-        .replace(dtmcli::DtmResult::Ongoing.as_str(), "ongoing")
 }
 
 #[cfg(all(test, feature = "sqlite"))]
