@@ -16,6 +16,8 @@
 //!   `BarrierTx::from_grpc`).
 //! - [`MsgBarrierExt::do_and_submit_db`]: a two-phase message (HTTP or gRPC) whose local work
 //!   is guarded by the barrier.
+//! - `Barrier::xa_local` / `Barrier::xa_phase2` (features `mysql` / `postgres`): the local
+//!   branch of an XA transaction on MySQL/MariaDB and PostgreSQL.
 
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 

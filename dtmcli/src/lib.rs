@@ -8,9 +8,11 @@
 //! - the protocol vocabulary shared by the whole SDK ([`TransType`], [`Op`], [`GlobalStatus`],
 //!   [`BranchStatus`], [`DtmResult`], [`TransOptions`], [`BranchInfo`], [`BranchIdGen`]) and the
 //!   rules for reading an HTTP answer ([`answer`]), always available;
-//! - with the `http` feature (default): [`DtmClient`] with [`Saga`], [`Msg`], TCC
-//!   ([`TccBuilder`], [`Tcc`]), the read API ([`DtmClient::query`], [`DtmClient::all`]) and
-//!   topics;
+//! - with the `http` feature (default): [`DtmClient`] with [`Saga`], [`Msg`] (with
+//!   [`Msg::do_and_submit`]), TCC ([`TccBuilder`], [`Tcc`]), XA ([`XaBuilder`], [`Xa`]), the
+//!   read API ([`DtmClient::query`], [`DtmClient::all`]) and topics;
+//! - the flows shared with the gRPC client: [`do_and_submit`] ([`TwoPhaseMsg`]),
+//!   [`run_global`] ([`GlobalCalls`]) and [`XaRegistrar`];
 //! - with the `axum` feature (default): the [`BranchInfo`] extractor and `IntoResponse` for
 //!   [`DtmResult`] and [`Error`], for writing branches.
 //!
