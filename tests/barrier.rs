@@ -18,12 +18,7 @@ const SEC: Duration = Duration::from_secs(1);
 const OVERDRAFT: i64 = INITIAL_BALANCE * 2;
 
 async fn assert_balances<DB: Ledger>(bank: &Bank<DB>, req: &TransferReq, from: i64, to: i64) {
-    assert_eq!(
-        bank.balance(&req.from).await,
-        INITIAL_BALANCE + from,
-        "from"
-    );
-    assert_eq!(bank.balance(&req.to).await, INITIAL_BALANCE + to, "to");
+    support::assert_balances(bank, (&req.from, from), (&req.to, to)).await;
 }
 
 /// Calls a route directly, as DTM would, and returns the status code.

@@ -9,9 +9,9 @@ mod support;
 
 use std::sync::{Arc, OnceLock};
 
-use dtm_barrier::{Barrier, BarrierLayer, BarrierTx, MsgBarrierExt};
+use dtm_barrier::{Barrier, BarrierTx, MsgBarrierExt};
 use dtmcli::{Error, GlobalStatus};
-use dtmgrpc::tonic::{self, Request, Status};
+use dtmgrpc::tonic::{Request, Status};
 use grpc_support::busi::BusiReq;
 use grpc_support::{dtm_grpc, SqlBusi};
 use support::busi::{Bank, Ledger, INITIAL_BALANCE};
@@ -55,24 +55,14 @@ async fn handle<DB: Ledger>(
     Ok(())
 }
 
-/// Serves the SQL service of `bank`'s database on the bank's runtime; returns its address.
+/// Serves the SQL service of `bank`'s database behind the barrier layer; returns its address.
 fn serve<DB: Ledger>(bank: &Bank<DB>) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let barrier = bank.barrier().clone();
-    bank.runtime().spawn(async move {
-        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-        tonic::transport::Server::builder()
-            .layer(BarrierLayer::grpc(barrier.clone()))
-            .add_service(SqlBusi::new(Arc::new(move |method, request| {
-                Box::pin(handle(barrier.clone(), method, request))
-            })))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-            .await
-            .expect("gRPC SQL service");
-    });
-    addr
+    grpc_support::serve_sql(
+        bank,
+        true,
+        Arc::new(move |method, request| Box::pin(handle(barrier.clone(), method, request))),
+    )
 }
 
 /// One gRPC service per database and test binary.
@@ -104,16 +94,7 @@ fn url<DB: GrpcBank>(method: &str) -> String {
 }
 
 async fn assert_balances<DB: GrpcBank>(req: &BusiReq, from: i64, to: i64) {
-    assert_eq!(
-        DB::bank().balance(&req.from).await,
-        INITIAL_BALANCE + from,
-        "from"
-    );
-    assert_eq!(
-        DB::bank().balance(&req.to).await,
-        INITIAL_BALANCE + to,
-        "to"
-    );
+    support::assert_balances(DB::bank(), (&req.from, from), (&req.to, to)).await;
 }
 
 async fn grpc_saga_barrier_normal<DB: GrpcBank>() {

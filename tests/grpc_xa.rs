@@ -11,11 +11,11 @@ use std::sync::{Arc, OnceLock};
 
 use dtm_barrier::{Barrier, XaDatabase};
 use dtmcli::{Error, GlobalStatus, Op};
-use dtmgrpc::tonic::{self, Request, Status};
+use dtmgrpc::tonic::{Request, Status};
 use dtmgrpc::DtmGrpcClient;
 use grpc_support::busi::BusiReq;
 use grpc_support::{dtm_grpc, grpc_addr, SqlBusi};
-use support::busi::{Bank, Ledger, INITIAL_BALANCE};
+use support::busi::{Bank, Ledger};
 use support::{accounts, wait_status, P, S};
 
 const SERVICE: &str = SqlBusi::SERVICE;
@@ -62,23 +62,20 @@ async fn handle<DB: Ledger + XaDatabase>(
 
 /// Serves the resource manager on the bank's runtime (where its pool lives).
 fn serve<DB: Ledger + XaDatabase>(bank: &Bank<DB>) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let barrier = bank.barrier().clone();
     let dtm_addr = grpc_addr();
-    bank.runtime().spawn(async move {
-        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-        let dtm = DtmGrpcClient::connect_lazy(dtm_addr).unwrap();
-        tonic::transport::Server::builder()
-            .add_service(SqlBusi::new(Arc::new(move |method, request| {
-                Box::pin(handle(barrier.clone(), dtm.clone(), method, request))
-            })))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-            .await
-            .expect("gRPC XA resource manager");
-    });
-    addr
+    // One registrar client, made on first use on the bank's runtime, where its channel lives.
+    let dtm: Arc<OnceLock<DtmGrpcClient>> = Arc::default();
+    grpc_support::serve_sql(
+        bank,
+        false,
+        Arc::new(move |method, request| {
+            let dtm = dtm
+                .get_or_init(|| DtmGrpcClient::connect_lazy(dtm_addr.clone()).expect("gRPC client"))
+                .clone();
+            Box::pin(handle(barrier.clone(), dtm, method, request))
+        }),
+    )
 }
 
 trait XaBank: Ledger + XaDatabase {
@@ -108,16 +105,7 @@ fn url<DB: XaBank>(method: &str) -> String {
 }
 
 async fn assert_balances<DB: XaBank>(req: &BusiReq, from: i64, to: i64) {
-    assert_eq!(
-        DB::bank().balance(&req.from).await,
-        INITIAL_BALANCE + from,
-        "from"
-    );
-    assert_eq!(
-        DB::bank().balance(&req.to).await,
-        INITIAL_BALANCE + to,
-        "to"
-    );
+    support::assert_balances(DB::bank(), (&req.from, from), (&req.to, to)).await;
 }
 
 async fn grpc_xa_normal<DB: XaBank>() {

@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use dtmcli::{GlobalStatus, Msg, Op};
-use support::busi::{TransferReq, INITIAL_BALANCE};
+use support::busi::TransferReq;
 use support::{accounts, bank, client, new_gid, status_of, wait_status, P, S};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -28,16 +28,7 @@ async fn msg_in(in_result: &str) -> (Msg, TransferReq) {
 }
 
 async fn assert_balances(req: &TransferReq, out_delta: i64, in_delta: i64) {
-    assert_eq!(
-        bank().balance(&req.from).await,
-        INITIAL_BALANCE + out_delta,
-        "from"
-    );
-    assert_eq!(
-        bank().balance(&req.to).await,
-        INITIAL_BALANCE + in_delta,
-        "to"
-    );
+    support::assert_balances(bank(), (&req.from, out_delta), (&req.to, in_delta)).await;
 }
 
 /// Submits until the server's topic map (refreshed every second in tests) knows the topic.

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use dtmcli::{GlobalStatus, Op, Saga};
-use support::busi::{DtmResultOrError, TransferReq, INITIAL_BALANCE};
+use support::busi::{DtmResultOrError, TransferReq};
 use support::{accounts, bank, client, new_gid, status_of, wait_status, F, P, S};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -35,16 +35,7 @@ async fn transfer(out_result: &str, in_result: &str) -> (Saga, TransferReq) {
 }
 
 async fn assert_balances(req: &TransferReq, out_delta: i64, in_delta: i64) {
-    assert_eq!(
-        bank().balance(&req.from).await,
-        INITIAL_BALANCE + out_delta,
-        "from"
-    );
-    assert_eq!(
-        bank().balance(&req.to).await,
-        INITIAL_BALANCE + in_delta,
-        "to"
-    );
+    support::assert_balances(bank(), (&req.from, out_delta), (&req.to, in_delta)).await;
 }
 
 async fn wait_for_calls(gid: &str, route: &str, n: usize) {

@@ -131,3 +131,26 @@ impl Service<http::Request<tonic::body::Body>> for SqlBusi {
 impl NamedService for SqlBusi {
     const NAME: &'static str = SqlBusi::SERVICE;
 }
+
+/// Serves a [`SqlBusi`] calling `handler` on `bank`'s runtime (where its pool lives), behind
+/// the gRPC barrier layer when `with_barrier`; returns its address.
+pub fn serve_sql<DB: crate::support::busi::Ledger>(
+    bank: &crate::support::busi::Bank<DB>,
+    with_barrier: bool,
+    handler: Handler,
+) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let layer = with_barrier.then(|| dtm_barrier::BarrierLayer::grpc(bank.barrier().clone()));
+    bank.runtime().spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        tonic::transport::Server::builder()
+            .layer(tower::util::option_layer(layer))
+            .add_service(SqlBusi::new(handler))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await
+            .expect("gRPC SQL service");
+    });
+    addr
+}

@@ -300,6 +300,24 @@ pub async fn wait_status_within(gid: &str, want: GlobalStatus, within: Duration)
     }
 }
 
+/// Asserts the balances of a transfer's two accounts against [`busi::INITIAL_BALANCE`].
+pub async fn assert_balances<DB: busi::Ledger>(
+    bank: &busi::Bank<DB>,
+    (from, from_delta): (&str, i64),
+    (to, to_delta): (&str, i64),
+) {
+    assert_eq!(
+        bank.balance(from).await,
+        busi::INITIAL_BALANCE + from_delta,
+        "{from}"
+    );
+    assert_eq!(
+        bank.balance(to).await,
+        busi::INITIAL_BALANCE + to_delta,
+        "{to}"
+    );
+}
+
 /// The status of a transaction now.
 pub async fn status_of(gid: &str) -> (Option<GlobalStatus>, Vec<BranchStatus>) {
     let q = client().query(gid).await.expect("query");
