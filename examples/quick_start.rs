@@ -13,12 +13,12 @@
 
 mod busi;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use busi::{Bank, Ledger, TransferReq, INITIAL_BALANCE};
 use dtm_barrier::MsgBarrierExt;
-use dtmcli::{DtmClient, TransQuery};
+use dtmcli::DtmClient;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::Sqlite;
 
@@ -145,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// Waits until the transaction ends and prints its outcome and the balances.
 async fn report(what: &str, dtm: &DtmClient, gid: &str, bank: &Bank<Sqlite>) -> anyhow::Result<()> {
-    let q = wait_final(dtm, gid).await?;
+    let q = busi::wait_final(dtm, gid).await?;
     let t = q.transaction.context("transaction not found")?;
     let branches: Vec<String> = q
         .branches
@@ -163,18 +163,4 @@ async fn report(what: &str, dtm: &DtmClient, gid: &str, bank: &Bank<Sqlite>) -> 
         bank.balance("bob").await
     );
     Ok(())
-}
-
-async fn wait_final(dtm: &DtmClient, gid: &str) -> anyhow::Result<TransQuery> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let q = dtm.query(gid).await?;
-        if q.transaction.as_ref().is_some_and(|t| t.status.is_final()) {
-            return Ok(q);
-        }
-        if Instant::now() > deadline {
-            bail!("{gid} did not finish in 30 s: {q:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

@@ -14,7 +14,6 @@
 
 mod busi;
 
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use busi::{Bank, Ledger, TransferReq, INITIAL_BALANCE};
@@ -69,7 +68,7 @@ async fn run<DB: Ledger>(pool: sqlx::Pool<DB>, dtm: DtmClient, name: &str) -> an
             Ok::<_, anyhow::Error>(())
         })
         .await?;
-    wait(&dtm, &gid, GlobalStatus::Succeed).await?;
+    busi::expect_final(&dtm, &gid, GlobalStatus::Succeed).await?;
     println!(
         "tcc transfer of 30:      succeed; alice {}, bob {}",
         b.balance(&alice).await,
@@ -104,7 +103,7 @@ async fn run<DB: Ledger>(pool: sqlx::Pool<DB>, dtm: DtmClient, name: &str) -> an
         Err(e) if e.is_failure() => {}
         other => bail!("the overdraft should fail, got {other:?}"),
     }
-    wait(&dtm, &gid, GlobalStatus::Failed).await?;
+    busi::expect_final(&dtm, &gid, GlobalStatus::Failed).await?;
     let (a, bo) = (b.balance(&alice).await, b.balance(&bob).await);
     println!("tcc overdraft of 20000:  failed;  alice {a}, bob {bo}");
     if a != INITIAL_BALANCE - 30 || bo != INITIAL_BALANCE + 30 {
@@ -112,18 +111,4 @@ async fn run<DB: Ledger>(pool: sqlx::Pool<DB>, dtm: DtmClient, name: &str) -> an
     }
     println!("balances are exact: the cancel of the failed try paid nothing back");
     Ok(())
-}
-
-async fn wait(dtm: &DtmClient, gid: &str, want: GlobalStatus) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = dtm.query(gid).await?.transaction.map(|t| t.status);
-        if status == Some(want) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{gid} is {status:?}, expected {want}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

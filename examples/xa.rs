@@ -15,7 +15,6 @@
 
 mod busi;
 
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use axum::extract::State;
@@ -147,7 +146,7 @@ async fn run<DB: Ledger + XaDatabase>(
             Ok::<_, anyhow::Error>(())
         })
         .await?;
-    wait(&dtm, &gid, GlobalStatus::Succeed).await?;
+    busi::expect_final(&dtm, &gid, GlobalStatus::Succeed).await?;
     println!(
         "xa transfer of 30:      succeed; alice {}, bob {}",
         balance(alice.clone()).await?,
@@ -183,7 +182,7 @@ async fn run<DB: Ledger + XaDatabase>(
         Err(e) if e.is_failure() => {}
         other => bail!("the overdraft should fail, got {other:?}"),
     }
-    wait(&dtm, &gid, GlobalStatus::Failed).await?;
+    busi::expect_final(&dtm, &gid, GlobalStatus::Failed).await?;
     let (a, b) = (balance(alice).await?, balance(bob).await?);
     println!("xa overdraft of 20000:  failed;  alice {a}, bob {b}");
     if a != INITIAL_BALANCE - 30 || b != INITIAL_BALANCE + 30 {
@@ -191,18 +190,4 @@ async fn run<DB: Ledger + XaDatabase>(
     }
     println!("balances are exact: the prepared branch of the overdraft was rolled back");
     Ok(())
-}
-
-async fn wait(dtm: &DtmClient, gid: &str, want: GlobalStatus) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = dtm.query(gid).await?.transaction.map(|t| t.status);
-        if status == Some(want) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{gid} is {status:?}, expected {want}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

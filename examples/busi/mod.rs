@@ -533,3 +533,31 @@ pub fn serve<DB: Ledger>(
     let _ = bank.base_url.set(format!("http://{addr}{BASE_PATH}"));
     Ok(async move { axum::serve(listener, router(bank)).await })
 }
+
+/// Waits (up to 60 s) until transaction `gid` has ended, and returns what the server stored.
+pub async fn wait_final(dtm: &DtmClient, gid: &str) -> anyhow::Result<dtmcli::TransQuery> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let q = dtm.query(gid).await?;
+        if q.transaction.as_ref().is_some_and(|t| t.status.is_final()) {
+            return Ok(q);
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("{gid} did not finish in 60 s: {q:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until transaction `gid` has ended, and fails unless it ended as `want`.
+pub async fn expect_final(
+    dtm: &DtmClient,
+    gid: &str,
+    want: dtmcli::GlobalStatus,
+) -> anyhow::Result<()> {
+    let status = wait_final(dtm, gid).await?.transaction.map(|t| t.status);
+    if status != Some(want) {
+        anyhow::bail!("{gid} ended as {status:?}, expected {want}");
+    }
+    Ok(())
+}
