@@ -14,7 +14,6 @@
 
 mod busi;
 
-
 use anyhow::{bail, Context};
 use busi::{Bank, Ledger, TransferReq, INITIAL_BALANCE};
 use dtmcli::{DtmClient, GlobalStatus};

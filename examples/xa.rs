@@ -15,7 +15,6 @@
 
 mod busi;
 
-
 use anyhow::{bail, Context};
 use axum::extract::State;
 use axum::routing::post;

@@ -1,13 +1,15 @@
 //! The flow of a global transaction whose branches the client registers (TCC, XA), shared by
 //! the HTTP and gRPC clients.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::Mutex;
 
 use futures_util::FutureExt;
 
-use crate::{BranchInfo, Error, Result};
+use crate::{BranchIdGen, BranchInfo, Error, Result};
 
 /// The server calls of a TCC or XA global transaction, over some transport: the HTTP and
 /// gRPC clients implement it for [`run_global`].
@@ -20,6 +22,42 @@ pub trait GlobalCalls: Sync {
     fn submit(&self) -> impl Future<Output = Result<()>> + Send;
     /// Aborts it with a reason: the server runs every branch's phase 2 backward.
     fn abort(&self, reason: String) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// What the handle of an open TCC or XA transaction holds, for either client `C`: the client,
+/// the transaction and its next branch ids. Shared by the HTTP and gRPC clients.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct OpenTrans<C> {
+    pub client: C,
+    pub gid: String,
+    pub branch_headers: BTreeMap<String, String>,
+    ids: Mutex<BranchIdGen>,
+}
+
+impl<C> OpenTrans<C> {
+    /// A transaction whose branches get ids from `ids`.
+    pub fn new(
+        client: C,
+        gid: String,
+        branch_headers: BTreeMap<String, String>,
+        ids: BranchIdGen,
+    ) -> Self {
+        OpenTrans {
+            client,
+            gid,
+            branch_headers,
+            ids: Mutex::new(ids),
+        }
+    }
+
+    /// The next branch id (`01`, `02`, ... below the prefix).
+    pub fn next_branch_id(&self) -> Result<String> {
+        self.ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .next_id()
+    }
 }
 
 /// Registers the local XA branch of an incoming action call at the server the call names

@@ -76,7 +76,7 @@ mod xa;
 pub use branch::{BranchIdGen, BranchInfo, BRANCH_INFO_PREFIX};
 pub use error::{Error, Result};
 pub use gid::local_gid;
-pub use global::{run_global, GlobalCalls, XaRegistrar};
+pub use global::{run_global, GlobalCalls, OpenTrans, XaRegistrar};
 pub use options::{whole_seconds, TransOptions};
 pub use query::{AllQuery, BranchTrans, GlobalTrans, TransPage, TransQuery};
 pub use two_phase::{do_and_submit, query_url, TwoPhaseMsg};

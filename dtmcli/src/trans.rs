@@ -1,11 +1,10 @@
 //! The transaction body sent to `prepare`, `submit` and `abort`.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::{BranchIdGen, DtmClient, GlobalCalls, Protocol, Result, TransOptions, TransType};
+use crate::{DtmClient, GlobalCalls, Protocol, Result, TransOptions, TransType};
 
 /// One saga or msg step on the wire: `{"action": URL, "compensate": URL}`.
 pub(crate) type Step = BTreeMap<&'static str, String>;
@@ -92,47 +91,8 @@ pub(crate) fn payload_json<T: Serialize + ?Sized>(
     serde_json::to_string(payload).map_err(|e| crate::Error::payload(what(), e))
 }
 
-/// What the handle of an open TCC or XA transaction holds: the client, the transaction and its
-/// next branch ids.
-pub(crate) struct OpenTrans {
-    pub(crate) client: DtmClient,
-    pub(crate) gid: String,
-    pub(crate) branch_headers: BTreeMap<String, String>,
-    ids: Mutex<BranchIdGen>,
-}
-
-impl OpenTrans {
-    pub(crate) fn new(
-        client: DtmClient,
-        gid: String,
-        branch_headers: BTreeMap<String, String>,
-        ids: BranchIdGen,
-    ) -> Self {
-        OpenTrans {
-            client,
-            gid,
-            branch_headers,
-            ids: Mutex::new(ids),
-        }
-    }
-
-    /// The next branch id (`01`, `02`, ... below the prefix).
-    pub(crate) fn next_branch_id(&self) -> Result<String> {
-        self.ids
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .next_id()
-    }
-}
-
-impl std::fmt::Debug for OpenTrans {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenTrans")
-            .field("gid", &self.gid)
-            .field("server", &self.client.server())
-            .finish_non_exhaustive()
-    }
-}
+/// The open-transaction state of this client's TCC and XA handles.
+pub(crate) type OpenTrans = crate::OpenTrans<DtmClient>;
 
 #[cfg(test)]
 mod tests {

@@ -2,9 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::Mutex;
 
-use dtmcli::{BranchIdGen, Error, GlobalCalls, Result, TransOptions, TransType};
+use dtmcli::{Error, GlobalCalls, Result, TransOptions, TransType};
 use serde::Serialize;
 
 use crate::url::check_branch_url;
@@ -138,47 +137,8 @@ impl GlobalCalls for GrpcGlobal {
     }
 }
 
-/// What the handle of an open TCC or XA transaction holds: the client, the transaction and its
-/// next branch ids.
-pub(crate) struct OpenTrans {
-    pub(crate) client: DtmGrpcClient,
-    pub(crate) gid: String,
-    pub(crate) branch_headers: BTreeMap<String, String>,
-    ids: Mutex<BranchIdGen>,
-}
-
-impl OpenTrans {
-    pub(crate) fn new(
-        client: DtmGrpcClient,
-        gid: String,
-        branch_headers: BTreeMap<String, String>,
-        ids: BranchIdGen,
-    ) -> Self {
-        OpenTrans {
-            client,
-            gid,
-            branch_headers,
-            ids: Mutex::new(ids),
-        }
-    }
-
-    /// The next branch id (`01`, `02`, ... below the prefix).
-    pub(crate) fn next_branch_id(&self) -> Result<String> {
-        self.ids
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .next_id()
-    }
-}
-
-impl std::fmt::Debug for OpenTrans {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenTrans")
-            .field("gid", &self.gid)
-            .field("server", &self.client.server())
-            .finish_non_exhaustive()
-    }
-}
+/// The open-transaction state of this client's TCC and XA handles.
+pub(crate) type OpenTrans = dtmcli::OpenTrans<DtmGrpcClient>;
 
 #[cfg(test)]
 mod tests {
