@@ -8,7 +8,7 @@ use dtmcli::{BranchInfo, DtmResult, Op, TransType, QUERY_PREPARED_BRANCH_ID};
 use futures_util::future::BoxFuture;
 use sqlx::{Pool, Transaction};
 
-use crate::dialect::{BarrierDatabase, Row, TableName};
+use crate::dialect::{BarrierDatabase, Dialect, Row, TableName};
 use crate::Error;
 
 /// What the barrier decided for one call (`../shared/PROTOCOL.md` §8.3).
@@ -92,9 +92,10 @@ impl<DB: BarrierDatabase> Barrier<DB> {
         Self::with_table(pool, DB::DIALECT.default_table()).expect("default table names are valid")
     }
 
-    /// A barrier on another table; the name is validated here, once.
+    /// A barrier on another table; the name is validated here, once, against the database's
+    /// limits ([`TableName::for_dialect`]).
     pub fn with_table(pool: Pool<DB>, table: &str) -> Result<Self, Error> {
-        let name = TableName::new(table)?;
+        let name = TableName::for_dialect(table, DB::DIALECT)?;
         Ok(Barrier {
             pool,
             table: Arc::new(Table {
@@ -115,13 +116,105 @@ impl<DB: BarrierDatabase> Barrier<DB> {
         self.table.name.as_str()
     }
 
-    /// Creates the schema (MySQL database / PostgreSQL schema) and the table if missing.
+    /// The insert statement of this barrier's table.
+    pub(crate) fn insert_sql(&self) -> &str {
+        &self.table.insert_sql
+    }
+
+    /// Creates the schema (MySQL database / PostgreSQL schema) and the table if missing, then
+    /// runs [`check_table`](Self::check_table) and logs a warning if it finds a problem.
+    ///
+    /// A new table compares its key columns byte for byte (on MySQL/MariaDB through the
+    /// collation of [`Dialect::MYSQL_EXACT_COLLATIONS`]). On PostgreSQL its unique constraint
+    /// is named `uniq_barrier`, which the Go client's insert names; constraint names are
+    /// unique within a schema, so creating a second barrier table in a schema that already
+    /// has one fails with [`Error::UnsafeTable`]: give each barrier table a schema of its own.
     pub async fn create_table(&self) -> Result<(), Error> {
+        let name = &self.table.name;
         let mut conn = self.pool.acquire().await?;
-        for stmt in DB::DIALECT.create_table_sql(&self.table.name) {
+        let mut collation = "utf8mb4_bin";
+        match DB::DIALECT {
+            Dialect::MySql => {
+                let have = DB::fetch_strings(&mut conn, &Dialect::mysql_collations_sql()).await?;
+                collation = Dialect::MYSQL_EXACT_COLLATIONS
+                    .into_iter()
+                    .find(|c| have.iter().any(|h| h == c))
+                    .unwrap_or(collation);
+            }
+            Dialect::Postgres => {
+                let exists =
+                    DB::fetch_strings(&mut conn, &DB::DIALECT.table_exists_sql(name)).await?;
+                let owners =
+                    DB::fetch_strings(&mut conn, &Dialect::uniq_barrier_owners_sql(name)).await?;
+                if exists.is_empty() && !owners.is_empty() {
+                    return Err(Error::UnsafeTable {
+                        table: name.to_string(),
+                        problem: format!(
+                            "its schema already has a constraint named uniq_barrier (on table \
+                             {}), and PostgreSQL constraint names are unique per schema; Go \
+                             services insert with `on conflict on constraint uniq_barrier`, so \
+                             a barrier table they can share needs that name: put this table in \
+                             a schema of its own",
+                            owners[0]
+                        ),
+                    });
+                }
+            }
+            Dialect::Sqlite => {}
+        }
+        for stmt in DB::DIALECT.create_table_sql(name, collation) {
             DB::execute_raw(&mut conn, &stmt).await?;
         }
+        drop(conn);
+        if let Err(e) = self.check_table().await {
+            tracing::warn!(error = %e, "the barrier table can merge distinct transactions");
+        }
         Ok(())
+    }
+
+    /// Checks that the table exists and compares gid, branch_id, op and barrier_id byte for
+    /// byte. A table made with a case- or accent-insensitive collation (MySQL's default for
+    /// a table created by hand or by older code), or one that ignores trailing spaces, would
+    /// take `Order-1` and `order-1` for the same transaction: the second one's business code
+    /// would never run. Run it at start-up; the error says how to fix the table.
+    pub async fn check_table(&self) -> Result<(), Error> {
+        let name = &self.table.name;
+        let unsafe_table = |problem: String| Error::UnsafeTable {
+            table: name.to_string(),
+            problem,
+        };
+        let mut conn = self.pool.acquire().await?;
+        if DB::fetch_strings(&mut conn, &DB::DIALECT.table_exists_sql(name))
+            .await?
+            .is_empty()
+        {
+            return Err(unsafe_table(
+                "does not exist; create it with Barrier::create_table".into(),
+            ));
+        }
+        let rows = DB::fetch_strings(&mut conn, &DB::DIALECT.inexact_columns_sql(name)).await?;
+        let problem = match DB::DIALECT {
+            Dialect::MySql if !rows.is_empty() => Some(format!(
+                "key columns compare case-, accent- or trailing-space-insensitively ({}); \
+                 fix with `alter table {name} convert to character set utf8mb4 collate {}` \
+                 (`{}` on MySQL 8)",
+                rows.join(", "),
+                Dialect::MYSQL_EXACT_COLLATIONS[0],
+                Dialect::MYSQL_EXACT_COLLATIONS[1],
+            )),
+            Dialect::Postgres if !rows.is_empty() => Some(format!(
+                "key columns use non-deterministic collations ({}); recreate them with the \
+                 default collation",
+                rows.join(", ")
+            )),
+            Dialect::Sqlite => rows
+                .first()
+                .map(|ddl| ddl.to_ascii_lowercase())
+                .filter(|ddl| ddl.contains("nocase") || ddl.contains("rtrim"))
+                .map(|_| "its columns use the NOCASE or RTRIM collation; recreate it".to_owned()),
+            _ => None,
+        };
+        problem.map_or(Ok(()), |p| Err(unsafe_table(p)))
     }
 
     /// The barrier of one branch call; its calls get barrier ids `01`, `02`, ...
@@ -140,12 +233,20 @@ impl<DB: BarrierDatabase> Barrier<DB> {
     /// For op `msg` (the local transaction of a two-phase message) an existing row means the
     /// server's query got there first: [`dtmcli::Error::Duplicated`], and the transaction must
     /// be rolled back.
+    ///
+    /// Branch info that does not fit the table (a gid or branch id over
+    /// [`dtmcli::MAX_ID_CHARS`] characters, a barrier id over 45, control characters) is
+    /// refused with [`dtmcli::Error::InvalidField`] before anything is written, so that no
+    /// value is ever truncated into another one.
     pub async fn check(
         &self,
         conn: &mut DB::Connection,
         info: &BranchInfo,
         barrier_id: &str,
     ) -> Result<Decision, Error> {
+        check_key("gid", &info.gid, dtmcli::MAX_ID_CHARS)?;
+        check_key("branch_id", &info.branch_id, dtmcli::MAX_ID_CHARS)?;
+        check_key("barrier_id", barrier_id, MAX_SHORT_CHARS)?;
         let row = |op: Op, reason: Op| Row {
             trans_type: info.trans_type.as_str(),
             gid: &info.gid,
@@ -182,6 +283,7 @@ impl<DB: BarrierDatabase> Barrier<DB> {
     ///
     /// Use it in the `query_prepared` handler and return the result (409 / 200).
     pub async fn query_prepared(&self, gid: &str) -> Result<DtmResult, Error> {
+        check_key("gid", gid, dtmcli::MAX_ID_CHARS)?;
         let mut conn = self.pool.acquire().await?;
         let barrier_id = "01";
         DB::insert_row(
@@ -207,6 +309,57 @@ impl<DB: BarrierDatabase> Barrier<DB> {
             Some(REASON_ROLLBACK) => DtmResult::Failure,
             _ => DtmResult::Success,
         })
+    }
+
+    /// Begins a local transaction and runs [`check`](Self::check) in it. A deadlock or
+    /// serialization failure of the barrier's own inserts (MariaDB/MySQL pick a victim when a
+    /// try and its cancel race) is retried a few times in a new transaction before it is
+    /// returned: nothing but the barrier rows has been written yet.
+    pub(crate) async fn begin_checked(
+        &self,
+        info: &BranchInfo,
+        barrier_id: &str,
+    ) -> Result<(Transaction<'static, DB>, Decision), Error> {
+        const ATTEMPTS: u32 = 4;
+        let mut attempt = 1;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            match self.check(&mut tx, info, barrier_id).await {
+                Ok(decision) => return Ok((tx, decision)),
+                Err(Error::Database(e)) if attempt < ATTEMPTS && is_retryable(&e) => {
+                    drop(tx); // rollback
+                    tracing::debug!(gid = %info.gid, branch_id = %info.branch_id, attempt,
+                        error = %e, "barrier insert chosen as deadlock victim; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(5 << attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// The size of the barrier table's short columns (`op`, `barrier_id`, ...): `varchar(45)`.
+const MAX_SHORT_CHARS: usize = 45;
+
+fn check_key(field: &'static str, value: &str, max: usize) -> Result<(), Error> {
+    let reason = if value.is_empty() {
+        "is empty".to_owned()
+    } else if value.chars().count() > max {
+        format!("is longer than {max} characters")
+    } else if value.chars().any(char::is_control) {
+        "contains a control character".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(Error::Dtm(dtmcli::Error::InvalidField { field, reason }))
+}
+
+/// Deadlock (MySQL 1213, PostgreSQL 40P01) or serialization failure (SQLSTATE 40001).
+fn is_retryable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("40001" | "40P01")),
+        _ => false,
     }
 }
 
@@ -256,9 +409,8 @@ impl<DB: BarrierDatabase> BranchBarrier<DB> {
         F: for<'c> FnOnce(&'c mut Transaction<'static, DB>) -> Business<'c, T, E>,
         E: From<Error>,
     {
-        let mut tx = self.barrier.pool.begin().await.map_err(Error::from)?;
         let id = self.next_barrier_id();
-        let decision = self.barrier.check(&mut tx, &self.info, &id).await?;
+        let (mut tx, decision) = self.barrier.begin_checked(&self.info, &id).await?;
         if !decision.proceeds() {
             tx.commit().await.map_err(Error::from)?;
             return Ok(None);

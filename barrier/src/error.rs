@@ -14,7 +14,17 @@ pub enum Error {
         /// The refused name.
         name: String,
         /// Why it was refused.
-        reason: &'static str,
+        reason: String,
+    },
+
+    /// The barrier table is missing, cannot be created as asked, or would treat distinct
+    /// values as one (a case- or accent-insensitive key); the text says how to fix it.
+    #[error("barrier table {table}: {problem}")]
+    UnsafeTable {
+        /// The table.
+        table: String,
+        /// What is wrong and how to fix it.
+        problem: String,
     },
 
     /// The local transaction is no longer available (the request it belonged to has ended).

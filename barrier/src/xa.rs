@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use sqlx::pool::PoolConnection;
 
 use crate::call::Business;
-use crate::dialect::{Row, TableName};
+use crate::dialect::Row;
 use crate::{Barrier, BarrierDatabase, Error};
 
 /// The barrier id of the row an XA action writes (there is one local transaction per action).
@@ -367,7 +367,7 @@ impl<DB: XaDatabase> Barrier<DB> {
             return Err(Error::Dtm(dtmcli::Error::MissingField("phase2_url")).into());
         }
         let xid = Xid::new(&info.gid, &info.branch_id)?;
-        let insert_sql = DB::DIALECT.insert_sql(&TableName::new(self.table())?);
+        let insert_sql = self.insert_sql();
 
         let mut conn = XaConn {
             conn: Some(self.pool().acquire().await.map_err(Error::from)?),
@@ -495,7 +495,7 @@ impl<DB: XaDatabase> Barrier<DB> {
             }
         };
         let xid = Xid::new(&info.gid, &info.branch_id)?;
-        let insert_sql = DB::DIALECT.insert_sql(&TableName::new(self.table())?);
+        let insert_sql = self.insert_sql();
         let mut conn = self.pool().acquire().await?;
         let deadline = tokio::time::Instant::now() + DETACH_WAIT;
         loop {

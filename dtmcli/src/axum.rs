@@ -27,24 +27,11 @@ use crate::{BranchInfo, DtmResult, Error};
 
 impl BranchInfo {
     /// Reads branch info from a request: the query string first, then `dtm-*` headers.
+    ///
+    /// The rules are those of [`BranchInfo::from_http`].
     pub fn from_parts(parts: &Parts) -> Result<Self, Error> {
-        let pairs: Vec<(String, String)> = parts
-            .uri
-            .query()
-            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-            .unwrap_or_default();
-        BranchInfo::from_lookup(|name| {
-            pairs
-                .iter()
-                .find(|(k, v)| k == name && !v.is_empty())
-                .map(|(_, v)| v.clone())
-                .or_else(|| {
-                    parts
-                        .headers
-                        .get(format!("{}{name}", crate::BRANCH_INFO_PREFIX))
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned)
-                })
+        BranchInfo::from_http(parts.uri.query(), |key| {
+            parts.headers.get(key).map(|v| v.as_bytes())
         })
     }
 }
@@ -112,7 +99,7 @@ impl IntoResponse for Error {
                 status(STATUS_ONGOING),
                 json!({ "dtm_result": DtmResult::Ongoing.as_str(), "message": message }),
             ),
-            Error::MissingField(_) | Error::InvalidArgument(_) => (
+            Error::MissingField(_) | Error::InvalidField { .. } | Error::InvalidArgument(_) => (
                 StatusCode::BAD_REQUEST,
                 json!({ "message": neutral(&self.to_string()) }),
             ),

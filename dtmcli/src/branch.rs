@@ -28,52 +28,152 @@ pub struct BranchInfo {
     pub phase2_url: Option<String>,
 }
 
+/// The longest gid or branch id, in characters: the size of the `gid` and `branch_id` columns of
+/// the barrier table and of DTM's SQL stores (`varchar(128)`).
+pub const MAX_ID_CHARS: usize = 128;
+
+/// The characters DTM's HTTP API removes from a gid it receives, and the reference client's
+/// HTTP barrier from the branch info it reads: `\n`, `\r` and `;`.
+pub const STRIPPED_CHARS: [char; 3] = ['\n', '\r', ';'];
+
+/// Checks a gid a client is about to give DTM: not empty, at most [`MAX_ID_CHARS`]
+/// characters, and no character DTM would not hand back unchanged to the branches (those of
+/// [`STRIPPED_CHARS`], which DTM's HTTP API removes, and other control characters).
+///
+/// ```
+/// assert!(dtmcli::check_gid("order-1").is_ok());
+/// assert!(dtmcli::check_gid("order;1").is_err()); // DTM would store "order1"
+/// assert!(dtmcli::check_gid(&"x".repeat(129)).is_err());
+/// ```
+pub fn check_gid(gid: &str) -> Result<()> {
+    let refuse = |why: &str| Err(Error::InvalidArgument(format!("gid {why}")));
+    if gid.is_empty() {
+        return refuse("is empty");
+    }
+    if gid.chars().count() > MAX_ID_CHARS {
+        return refuse(&format!("is longer than {MAX_ID_CHARS} characters"));
+    }
+    if gid.contains(STRIPPED_CHARS) {
+        return refuse("contains `;`, `\\n` or `\\r`, which DTM removes: the branches would see another gid");
+    }
+    if gid.chars().any(char::is_control) {
+        return refuse("contains a control character");
+    }
+    Ok(())
+}
+
+/// Checks one identifying field of branch info as it arrived: present, short enough for the
+/// barrier table, no control characters.
+fn check_id(field: &'static str, value: Option<String>) -> Result<String> {
+    let value = value.filter(|v| !v.is_empty()).ok_or(Error::MissingField(field))?;
+    let invalid = |reason: String| Error::InvalidField { field, reason };
+    if value.chars().count() > MAX_ID_CHARS {
+        return Err(invalid(format!("is longer than {MAX_ID_CHARS} characters")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid("contains a control character".into()));
+    }
+    Ok(value)
+}
+
+/// Decodes one `application/x-www-form-urlencoded` component; `None` if the bytes it stands
+/// for are not UTF-8 (they are never replaced, so that distinct values stay distinct).
+fn decode_component(raw: &str) -> Option<String> {
+    let plus_free = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_free)
+        .decode_utf8()
+        .ok()
+        .map(|v| v.into_owned())
+}
+
+/// A value read from a request: absent, present, or present but not UTF-8.
+type Lookup = Result<Option<String>>;
+
+fn not_utf8(field: &'static str) -> Error {
+    Error::InvalidField {
+        field,
+        reason: "is not valid UTF-8".into(),
+    }
+}
+
 impl BranchInfo {
     /// Builds branch info from named values, such as query parameters.
     ///
     /// `lookup(name)` returns the value of `gid`, `trans_type`, `branch_id`, `op`, `dtm` or
     /// `phase2_url`. An absent or empty required field gives [`Error::MissingField`] naming it;
-    /// an unknown `trans_type` or `op` gives [`Error::InvalidArgument`].
+    /// a gid or branch id longer than [`MAX_ID_CHARS`] or holding control characters, and an
+    /// unknown `trans_type` or `op`, give [`Error::InvalidField`] naming it.
     pub fn from_lookup(mut lookup: impl FnMut(&str) -> Option<String>) -> Result<Self> {
-        let mut required = |name: &'static str| {
-            lookup(name)
-                .filter(|v| !v.is_empty())
-                .ok_or(Error::MissingField(name))
-        };
-        let gid = required("gid")?;
-        let trans_type = required("trans_type")?;
-        let branch_id = required("branch_id")?;
-        let op = required("op")?;
-        let parse_err =
-            |field: &str, e: Error| Error::InvalidArgument(format!("field `{field}`: {e}"));
-        let trans_type = trans_type.parse().map_err(|e| parse_err("trans_type", e))?;
-        let op = op.parse().map_err(|e| parse_err("op", e))?;
+        Self::from_checked_lookup(|name| Ok(lookup(name)))
+    }
+
+    fn from_checked_lookup(mut lookup: impl FnMut(&'static str) -> Lookup) -> Result<Self> {
+        let gid = check_id("gid", lookup("gid")?)?;
+        let trans_type = lookup("trans_type")?
+            .filter(|v| !v.is_empty())
+            .ok_or(Error::MissingField("trans_type"))?;
+        let branch_id = check_id("branch_id", lookup("branch_id")?)?;
+        let op = lookup("op")?
+            .filter(|v| !v.is_empty())
+            .ok_or(Error::MissingField("op"))?;
+        let trans_type = trans_type.parse().map_err(|_| Error::InvalidField {
+            field: "trans_type",
+            reason: format!("is not one of {}", names(TransType::ALL)),
+        })?;
+        let op = op.parse().map_err(|_| Error::InvalidField {
+            field: "op",
+            reason: format!("is not one of {}", names(Op::ALL)),
+        })?;
         Ok(BranchInfo {
             gid,
             trans_type,
             branch_id,
             op,
-            dtm: lookup("dtm").filter(|v| !v.is_empty()),
-            phase2_url: lookup("phase2_url").filter(|v| !v.is_empty()),
+            dtm: lookup("dtm")?.filter(|v| !v.is_empty()),
+            phase2_url: lookup("phase2_url")?.filter(|v| !v.is_empty()),
         })
     }
 
     /// Builds branch info from `dtm-*` keys (HTTP headers, gRPC metadata): `get(key)` returns
-    /// the value of the full key, such as `dtm-gid`.
-    pub fn from_prefixed(mut get: impl FnMut(&str) -> Option<String>) -> Result<Self> {
-        Self::from_lookup(|name| get(&format!("{BRANCH_INFO_PREFIX}{name}")))
+    /// the raw bytes of the full key, such as `dtm-gid`. Values are taken as they are (DTM and
+    /// the reference client strip nothing from gRPC metadata); bytes that are not UTF-8 give
+    /// [`Error::InvalidField`].
+    pub fn from_prefixed<'a>(mut get: impl FnMut(&str) -> Option<&'a [u8]>) -> Result<Self> {
+        Self::from_checked_lookup(|name| prefixed(&mut get, name))
     }
 
-    /// Parses branch info from a URL query string (`gid=..&trans_type=..&branch_id=..&op=..`).
+    /// Parses branch info from a URL query string (`gid=..&trans_type=..&branch_id=..&op=..`)
+    /// as DTM's reference client reads it: the first value of a repeated parameter counts;
+    /// values are percent-decoded and must be UTF-8; `;`, `\n` and `\r` are removed from the
+    /// four identifying fields ([`STRIPPED_CHARS`]), as DTM removes them from gids.
     pub fn from_query(query: &str) -> Result<Self> {
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-            .into_owned()
-            .collect();
-        Self::from_lookup(|name| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
+        Self::from_http(Some(query), |_| None)
+    }
+
+    /// Reads branch info from an HTTP request: each field from the query string as
+    /// [`from_query`](Self::from_query) reads it, or, where the query lacks it or has it
+    /// empty, from the `dtm-*` header `header(key)` returns.
+    pub fn from_http<'a>(
+        query: Option<&str>,
+        mut header: impl FnMut(&str) -> Option<&'a [u8]>,
+    ) -> Result<Self> {
+        let query = query.unwrap_or("");
+        Self::from_checked_lookup(|name| {
+            let from_query = match first_query_value(query, name) {
+                Some(Some(value)) => Some(value),
+                Some(None) => return Err(not_utf8(name)),
+                None => None,
+            };
+            let value = match from_query.filter(|v| !v.is_empty()) {
+                Some(value) => Some(value),
+                None => prefixed(&mut header, name)?,
+            };
+            Ok(match name {
+                "gid" | "trans_type" | "branch_id" | "op" => {
+                    value.map(|v| v.replace(STRIPPED_CHARS, ""))
+                }
+                _ => value,
+            })
         })
     }
 
@@ -93,6 +193,31 @@ impl BranchInfo {
         }
         pairs
     }
+}
+
+fn prefixed<'a>(get: &mut impl FnMut(&str) -> Option<&'a [u8]>, name: &'static str) -> Lookup {
+    match get(&format!("{BRANCH_INFO_PREFIX}{name}")) {
+        None => Ok(None),
+        Some(bytes) => std::str::from_utf8(bytes)
+            .map(|v| Some(v.to_owned()))
+            .map_err(|_| not_utf8(name)),
+    }
+}
+
+/// The first value of `name` in a query string: `None` if absent, `Some(None)` if its bytes
+/// are not UTF-8.
+fn first_query_value(query: &str, name: &str) -> Option<Option<String>> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode_component(key).as_deref() == Some(name)).then(|| decode_component(value))
+        })
+}
+
+fn names<T: std::fmt::Display>(all: &[T]) -> String {
+    all.iter().map(T::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// Hands out the ids of the branches a client registers: `01`, `02`, ... below a prefix.

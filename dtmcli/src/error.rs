@@ -84,6 +84,17 @@ pub enum Error {
     #[error("missing transaction info: `{0}` is absent or empty")]
     MissingField(&'static str),
 
+    /// A piece of transaction information is present but unusable: too long for the barrier
+    /// table, not UTF-8, holding control characters, or an unknown type or op. A branch
+    /// answers it with 400 (gRPC `InvalidArgument`); the value itself is not repeated.
+    #[error("invalid transaction info: `{field}` {reason}")]
+    InvalidField {
+        /// The field (`gid`, `trans_type`, `branch_id`, `op`, ...).
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// An argument or a received value is not acceptable.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -14,7 +14,7 @@ impl From<Error> for tonic::Status {
     /// - [`Error::Failure`] → `Aborted` with the failure's message (DTM rolls back, and a saga
     ///   stores the message in its rollback reason);
     /// - [`Error::Ongoing`] → `FailedPrecondition` (DTM asks again later);
-    /// - [`Error::MissingField`] and [`Error::InvalidArgument`] → `InvalidArgument`, naming the
+    /// - [`Error::MissingField`], [`Error::InvalidField`] and [`Error::InvalidArgument`] → `InvalidArgument`, naming the
     ///   field (metadata key `dtm-<field>`);
     /// - anything else → `Unknown` with the error's text, as the reference server and client
     ///   do for plain errors; DTM retries it with backoff.
@@ -47,6 +47,9 @@ impl From<Error> for tonic::Status {
             }
             Error::MissingField(field) => tonic::Status::invalid_argument(format!(
                 "missing transaction info: metadata `dtm-{field}` is absent or empty"
+            )),
+            Error::InvalidField { field, reason } => tonic::Status::invalid_argument(format!(
+                "invalid transaction info: metadata `dtm-{field}` {reason}"
             )),
             Error::InvalidArgument(message) => tonic::Status::invalid_argument(message),
             other => tonic::Status::unknown(other.to_string()),

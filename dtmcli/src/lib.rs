@@ -73,7 +73,9 @@ mod trans;
 #[cfg(feature = "http")]
 mod xa;
 
-pub use branch::{BranchIdGen, BranchInfo, BRANCH_INFO_PREFIX};
+pub use branch::{
+    check_gid, BranchIdGen, BranchInfo, BRANCH_INFO_PREFIX, MAX_ID_CHARS, STRIPPED_CHARS,
+};
 pub use error::{Error, Result};
 pub use gid::local_gid;
 pub use global::{run_global, GlobalCalls, OpenTrans, XaRegistrar};

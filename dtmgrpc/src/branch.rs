@@ -30,12 +30,7 @@ pub mod keys {
 /// [`Error::MissingField`] naming it; an unknown type or op [`Error::InvalidArgument`].
 /// `dtm-dtm` and `dtm-phase2_url` are optional (the server sends `dtm-dtm` empty).
 pub fn branch_info_from_metadata(metadata: &MetadataMap) -> Result<BranchInfo> {
-    BranchInfo::from_prefixed(|key| {
-        metadata
-            .get(key)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    })
+    BranchInfo::from_prefixed(|key| metadata.get(key).map(|v| v.as_bytes()))
 }
 
 /// Reads the branch info of a request to a tonic service; the status to answer if it lacks
@@ -151,7 +146,7 @@ mod tests {
         req.metadata_mut().insert("dtm-op", "jump".parse().unwrap());
         let status = branch_info(&req).unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert!(status.message().contains("`op`"), "{status:?}");
+        assert!(status.message().contains("`dtm-op`"), "{status:?}");
     }
 
     #[test]

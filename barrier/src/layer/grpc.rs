@@ -79,12 +79,7 @@ impl Transport for Grpc {
 /// Reads branch info from gRPC metadata (`dtm-gid`, `dtm-trans_type`, `dtm-branch_id`,
 /// `dtm-op`, and from clients `dtm-dtm`, `dtm-phase2_url`).
 fn branch_info_from_metadata(headers: &HeaderMap) -> Result<BranchInfo, dtmcli::Error> {
-    BranchInfo::from_prefixed(|key| {
-        headers
-            .get(key)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    })
+    BranchInfo::from_prefixed(|key| headers.get(key).map(|v| v.as_bytes()))
 }
 
 impl<DB: BarrierDatabase> BarrierTx<DB> {
