@@ -39,7 +39,8 @@ pub use error::Error;
 pub use layer::Grpc;
 #[cfg(feature = "axum")]
 pub use layer::{
-    BarrierLayer, BarrierService, BarrierTx, Http, MissingBarrierLayer, Transport, TxGuard,
+    BarrierLayer, BarrierService, BarrierTx, BarrierTxRejection, BodyError, Http, Transport,
+    TxGuard, DEFAULT_BODY_LIMIT,
 };
 pub use msg::MsgBarrierExt;
 #[cfg(any(feature = "mysql", feature = "postgres"))]

@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderValue, Response};
 use http_body::Frame;
 use http_body_util::StreamBody;
 
-use super::Transport;
+use super::{BodyError, Transport};
 use crate::{BarrierDatabase, BarrierTx, Error};
 use dtmcli::answer::neutral;
 
@@ -35,6 +35,7 @@ pub struct Grpc;
 
 impl Transport for Grpc {
     type ReqBody = tonic::body::Body;
+    type BodyError = tonic::Status;
     type ResBody = tonic::body::Body;
 
     fn branch_info(parts: &Parts) -> Result<BranchInfo, dtmcli::Error> {
@@ -43,6 +44,19 @@ impl Transport for Grpc {
 
     fn bad_request(error: dtmcli::Error) -> Response<tonic::body::Body> {
         tonic::Status::invalid_argument(neutral(&error.to_string())).into_http()
+    }
+
+    fn body_from_bytes(bytes: Bytes) -> tonic::body::Body {
+        tonic::body::Body::new(http_body_util::Full::new(bytes))
+    }
+
+    fn body_rejected(error: &BodyError) -> Response<tonic::body::Body> {
+        let message = neutral(&error.to_string());
+        match error {
+            BodyError::TooLarge { .. } => tonic::Status::resource_exhausted(message),
+            _ => tonic::Status::invalid_argument(message),
+        }
+        .into_http()
     }
 
     fn skipped() -> Response<tonic::body::Body> {
@@ -87,11 +101,18 @@ impl<DB: BarrierDatabase> BarrierTx<DB> {
     /// missing layer.
     #[allow(clippy::result_large_err)]
     pub fn from_grpc<T>(request: &tonic::Request<T>) -> Result<Self, tonic::Status> {
-        request
-            .extensions()
-            .get::<BarrierTx<DB>>()
-            .cloned()
-            .ok_or_else(|| tonic::Status::internal(super::MissingBarrierLayer.to_string()))
+        let extensions = request.extensions();
+        Self::resolve(
+            extensions.get::<BarrierTx<DB>>(),
+            extensions.get::<super::PassedMsgQuery>().is_some(),
+        )
+        .map_err(|rejection| {
+            let message = rejection.to_string();
+            match rejection {
+                super::BarrierTxRejection::MsgQuery => tonic::Status::invalid_argument(message),
+                _ => tonic::Status::internal(message),
+            }
+        })
     }
 }
 

@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use dtmcli::{BranchInfo, DtmResult};
 
-use super::Transport;
+use super::{BodyError, Transport};
 use crate::Error;
 use dtmcli::answer::neutral;
 
@@ -18,6 +18,7 @@ pub struct Http;
 
 impl Transport for Http {
     type ReqBody = Body;
+    type BodyError = axum::Error;
     type ResBody = Body;
 
     fn branch_info(parts: &Parts) -> Result<BranchInfo, dtmcli::Error> {
@@ -26,6 +27,22 @@ impl Transport for Http {
 
     fn bad_request(error: dtmcli::Error) -> Response<Body> {
         dtmcli::axum::BranchInfoRejection(error).into_response()
+    }
+
+    fn body_from_bytes(bytes: bytes::Bytes) -> Body {
+        Body::from(bytes)
+    }
+
+    fn body_rejected(error: &BodyError) -> Response<Body> {
+        let status = match error {
+            BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        (
+            status,
+            Json(serde_json::json!({ "message": neutral(&error.to_string()) })),
+        )
+            .into_response()
     }
 
     fn skipped() -> Response<Body> {

@@ -2,19 +2,24 @@
 //! servers).
 //!
 //! For every request the layer reads the branch info (HTTP: query string, then `dtm-*`
-//! headers; gRPC: `dtm-*` metadata; missing → 400 / `InvalidArgument` naming the field), begins
-//! a local transaction and runs the barrier:
+//! headers; gRPC: `dtm-*` metadata; missing or invalid → 400 / `InvalidArgument` naming the
+//! field), then reads the whole request body (at most [`BarrierLayer::body_limit`] bytes, else
+//! 413 / `ResourceExhausted`) *before* it takes a database connection, so that a slow client
+//! holds neither a pooled connection nor a row lock. Then it begins a local transaction and
+//! runs the barrier:
 //!
 //! - duplicate, null compensation or hanging → commit, answer SUCCESS (HTTP 200
 //!   `{"dtm_result":"SUCCESS"}`, gRPC OK) without calling the handler;
 //! - otherwise the handler runs with the open transaction ([`BarrierTx`]); a successful answer
 //!   (HTTP 2xx, gRPC OK) commits (a failed commit answers 500 / `Internal`), any other answer
 //!   rolls back and reaches DTM unchanged (409 / 425 / 500, `Aborted` / `FailedPrecondition`);
-//! - a database error rolls back and answers 500 / `Internal`, so DTM retries; a cancelled
-//!   request rolls back.
+//! - a database error rolls back and answers 500 / `Internal`, so DTM retries; a deadlock
+//!   among the barrier's own inserts is first retried a few times; a cancelled request rolls
+//!   back.
 //!
 //! Requests with `op=msg` (the server's query of a prepared message) pass through without a
 //! transaction: answer them with [`Barrier::query_prepared`](crate::Barrier::query_prepared).
+//! A handler that asks for [`BarrierTx`] on such a request gets a 400 saying so.
 
 #[cfg(feature = "tonic")]
 mod grpc;
@@ -26,26 +31,59 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use dtmcli::{BranchInfo, Op};
 use futures_util::future::BoxFuture;
 use http::request::Parts;
 use http::{Request, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::Mutex;
 use tower::{Layer, Service};
 
 #[cfg(feature = "tonic")]
 pub use grpc::Grpc;
 pub use http_transport::Http;
-pub use tx::{BarrierTx, MissingBarrierLayer, TxGuard};
+pub use tx::{BarrierTx, BarrierTxRejection, TxGuard};
 
 use crate::{Barrier, BarrierDatabase, Decision, Error};
+
+/// The default of [`BarrierLayer::body_limit`]: 2 MiB, axum's default body limit.
+pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Why the layer could not read a request body.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BodyError {
+    /// The body is larger than the layer's limit (HTTP 413, gRPC `ResourceExhausted`).
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The body could not be read (the client went away, a broken stream): HTTP 400.
+    Unreadable(String),
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyError::TooLarge { limit } => {
+                write!(f, "the request body is larger than the barrier layer's limit of {limit} bytes")
+            }
+            BodyError::Unreadable(why) => write!(f, "cannot read the request body: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}
 
 /// How a transport carries branch info and the answers the layer writes itself.
 ///
 /// Implemented by [`Http`] (axum) and, with the `tonic` feature, `Grpc` (tonic).
 pub trait Transport: Send + Sync + 'static {
     /// The request body type.
-    type ReqBody: Send + 'static;
+    type ReqBody: http_body::Body<Data = Bytes, Error = Self::BodyError> + Send + 'static;
+    /// The error of the request body.
+    type BodyError: Into<Box<dyn std::error::Error + Send + Sync>>;
     /// The response body type.
     type ResBody: Send + 'static;
 
@@ -53,6 +91,10 @@ pub trait Transport: Send + Sync + 'static {
     fn branch_info(parts: &Parts) -> Result<BranchInfo, dtmcli::Error>;
     /// The answer to a request without (valid) branch info.
     fn bad_request(error: dtmcli::Error) -> Response<Self::ResBody>;
+    /// A request body made of bytes already read.
+    fn body_from_bytes(bytes: Bytes) -> Self::ReqBody;
+    /// The answer to a body that could not be read or is too large.
+    fn body_rejected(error: &BodyError) -> Response<Self::ResBody>;
     /// The SUCCESS answer for a call the barrier skipped.
     fn skipped() -> Response<Self::ResBody>;
     /// The answer to a database error: one DTM retries.
@@ -80,28 +122,28 @@ pub trait Transport: Send + Sync + 'static {
 /// # async fn demo(pool: sqlx::SqlitePool) {
 /// let app: Router = Router::new()
 ///     .route("/api/busi/TransOut", post(trans_out))
-///     .layer(BarrierLayer::new(Barrier::new(pool)));
+///     .layer(BarrierLayer::new(Barrier::new(pool)).body_limit(64 * 1024));
 /// # }
 /// ```
 pub struct BarrierLayer<DB: BarrierDatabase, T: Transport = Http> {
     barrier: Barrier<DB>,
+    body_limit: usize,
     transport: PhantomData<fn() -> T>,
 }
 
 impl<DB: BarrierDatabase> BarrierLayer<DB, Http> {
     /// A layer running `barrier` around every HTTP request (axum).
     pub fn new(barrier: Barrier<DB>) -> Self {
-        BarrierLayer {
-            barrier,
-            transport: PhantomData,
-        }
+        Self::with_transport(barrier)
     }
 }
 
 #[cfg(feature = "tonic")]
 impl<DB: BarrierDatabase> BarrierLayer<DB, Grpc> {
     /// A layer running `barrier` around every gRPC request of a tonic server
-    /// (`Server::builder().layer(BarrierLayer::grpc(barrier))`).
+    /// (`Server::builder().layer(BarrierLayer::grpc(barrier))`). DTM calls branches with unary
+    /// requests; the layer reads the request message before it begins the transaction, so it
+    /// is not meant for streaming methods.
     pub fn grpc(barrier: Barrier<DB>) -> Self {
         Self::with_transport(barrier)
     }
@@ -112,8 +154,16 @@ impl<DB: BarrierDatabase, T: Transport> BarrierLayer<DB, T> {
     pub fn with_transport(barrier: Barrier<DB>) -> Self {
         BarrierLayer {
             barrier,
+            body_limit: DEFAULT_BODY_LIMIT,
             transport: PhantomData,
         }
+    }
+
+    /// The largest request body the layer reads, in bytes (default [`DEFAULT_BODY_LIMIT`]); a
+    /// larger one is answered 413 (gRPC `ResourceExhausted`) without touching the database.
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
     }
 }
 
@@ -121,6 +171,7 @@ impl<DB: BarrierDatabase, T: Transport> Clone for BarrierLayer<DB, T> {
     fn clone(&self) -> Self {
         BarrierLayer {
             barrier: self.barrier.clone(),
+            body_limit: self.body_limit,
             transport: PhantomData,
         }
     }
@@ -130,6 +181,7 @@ impl<DB: BarrierDatabase, T: Transport> fmt::Debug for BarrierLayer<DB, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BarrierLayer")
             .field("barrier", &self.barrier)
+            .field("body_limit", &self.body_limit)
             .field("transport", &std::any::type_name::<T>())
             .finish()
     }
@@ -142,6 +194,7 @@ impl<S, DB: BarrierDatabase, T: Transport> Layer<S> for BarrierLayer<DB, T> {
         BarrierService {
             inner,
             barrier: self.barrier.clone(),
+            body_limit: self.body_limit,
             transport: PhantomData,
         }
     }
@@ -151,6 +204,7 @@ impl<S, DB: BarrierDatabase, T: Transport> Layer<S> for BarrierLayer<DB, T> {
 pub struct BarrierService<S, DB: BarrierDatabase, T: Transport = Http> {
     inner: S,
     barrier: Barrier<DB>,
+    body_limit: usize,
     transport: PhantomData<fn() -> T>,
 }
 
@@ -159,6 +213,7 @@ impl<S: Clone, DB: BarrierDatabase, T: Transport> Clone for BarrierService<S, DB
         BarrierService {
             inner: self.inner.clone(),
             barrier: self.barrier.clone(),
+            body_limit: self.body_limit,
             transport: PhantomData,
         }
     }
@@ -168,6 +223,7 @@ impl<S, DB: BarrierDatabase, T: Transport> fmt::Debug for BarrierService<S, DB, 
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BarrierService")
             .field("barrier", &self.barrier)
+            .field("body_limit", &self.body_limit)
             .finish_non_exhaustive()
     }
 }
@@ -193,45 +249,58 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let barrier = self.barrier.clone();
-        Box::pin(guard::<S, DB, T>(barrier, inner, req))
+        Box::pin(guard::<S, DB, T>(barrier, inner, req, self.body_limit))
     }
 }
+
+/// Marks a request the layer let through without a transaction because it is a message query
+/// (`op=msg`), so that [`BarrierTx`] can say so instead of blaming a missing layer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PassedMsgQuery;
 
 async fn guard<S, DB, T>(
     barrier: Barrier<DB>,
     mut inner: S,
-    mut req: Request<T::ReqBody>,
+    req: Request<T::ReqBody>,
+    body_limit: usize,
 ) -> Result<Response<T::ResBody>, S::Error>
 where
     S: Service<Request<T::ReqBody>, Response = Response<T::ResBody>>,
     DB: BarrierDatabase,
     T: Transport,
 {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let info = match T::branch_info(&parts) {
         Ok(info) => info,
         Err(e) => return Ok(T::bad_request(e)),
     };
-    req = Request::from_parts(parts, body);
     if info.op == Op::Msg {
-        return inner.call(req).await;
+        parts.extensions.insert(PassedMsgQuery);
+        return inner.call(Request::from_parts(parts, body)).await;
     }
-    let branch = Arc::new(barrier.branch(info));
-    let mut tx = match barrier.pool().begin().await {
-        Ok(tx) => tx,
-        Err(e) => return Ok(database_error::<T>(e.into())),
+    // The whole body first: no connection or row lock is held while a client sends it.
+    let body = match read_body::<T>(&parts, body, body_limit).await {
+        Ok(bytes) => T::body_from_bytes(bytes),
+        Err(e) => {
+            tracing::debug!(error = %e, gid = %info.gid, "barrier layer refused a request body");
+            return Ok(T::body_rejected(&e));
+        }
     };
+    let mut req = Request::from_parts(parts, body);
+
+    let branch = Arc::new(barrier.branch(info));
     let id = branch.next_barrier_id();
-    match barrier.check(&mut tx, branch.info(), &id).await {
-        Ok(Decision::Proceed) => {}
-        Ok(_) => {
+    let tx = match barrier.begin_checked(branch.info(), &id).await {
+        Ok((tx, Decision::Proceed)) => tx,
+        Ok((tx, _)) => {
             return Ok(match tx.commit().await {
                 Ok(()) => T::skipped(),
                 Err(e) => database_error::<T>(e.into()),
             });
         }
+        Err(Error::Dtm(e)) => return Ok(T::bad_request(e)),
         Err(e) => return Ok(database_error::<T>(e)), // `tx` dropped: rollback
-    }
+    };
 
     let handle = BarrierTx {
         tx: Arc::new(Mutex::new(Some(tx))),
@@ -251,6 +320,30 @@ where
         tracing::warn!(error = %e, "barrier rollback failed; the connection drops it");
     }
     Ok(response)
+}
+
+/// Reads a whole body, refusing one over `limit` bytes (by its `content-length` before
+/// reading anything, else while reading).
+async fn read_body<T: Transport>(
+    parts: &Parts,
+    body: T::ReqBody,
+    limit: usize,
+) -> Result<Bytes, BodyError> {
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(BodyError::TooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(BodyError::TooLarge { limit })
+        }
+        Err(e) => Err(BodyError::Unreadable(e.to_string())),
+    }
 }
 
 fn database_error<T: Transport>(e: Error) -> Response<T::ResBody> {
@@ -496,5 +589,140 @@ mod tests {
             DtmResult::Failure,
             "stable"
         );
+    }
+
+    /// A request body that sends its first bytes, then nothing until the test ends.
+    fn stalled_body() -> Body {
+        let first = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"o"))]);
+        let never = futures_util::stream::pending();
+        Body::from_stream(futures_util::StreamExt::chain(first, never))
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_holds_no_connection_and_no_lock() {
+        let pool = pool().await; // one connection
+        let (app, calls) = app(pool.clone());
+        let stalled = Request::post(format!("/op?{}", q("g8", "01", "action")))
+            .body(stalled_body())
+            .unwrap();
+        let stalled = tokio::spawn(app.clone().oneshot(stalled));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // DTM's retry of the same branch, and an unrelated branch, both complete at once
+        // (the pool's acquire timeout is 2 s; a held connection would make them wait for it).
+        let started = std::time::Instant::now();
+        assert_eq!(call(&app, &q("g8", "01", "action"), "ok").await.0, 200);
+        assert_eq!(call(&app, &q("g9", "01", "action"), "ok").await.0, 200);
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        assert_eq!(calls.get(), 2);
+        assert_eq!(count(&pool, "note", "g8").await, 1);
+        assert!(!stalled.is_finished(), "the stalled request is still reading its body");
+        stalled.abort();
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_a_413_and_writes_nothing() {
+        let pool = pool().await;
+        let calls = Calls::default();
+        let app = Router::new()
+            .route("/op", post(handler))
+            .layer(BarrierLayer::new(Barrier::new(pool.clone())).body_limit(8))
+            .layer(axum::Extension(calls.clone()));
+        let (status, body) = call(&app, &q("g10", "01", "action"), "far more than eight bytes").await;
+        assert_eq!(status, 413, "{body}");
+        assert!(body.contains("limit of 8 bytes"), "{body}");
+        // Also without a content-length: a streamed body is cut at the limit.
+        let streamed = futures_util::stream::iter(
+            ["0123", "4567", "89"].map(|s| Ok::<_, std::io::Error>(bytes::Bytes::from(s))),
+        );
+        let req = Request::post(format!("/op?{}", q("g10", "01", "action")))
+            .body(Body::from_stream(streamed))
+            .unwrap();
+        assert_eq!(app.clone().oneshot(req).await.unwrap().status(), 413);
+        assert_eq!(calls.get(), 0);
+        assert_eq!(count(&pool, "dtm_barrier", "g10").await, 0);
+        // Within the limit it runs.
+        assert_eq!(call(&app, &q("g10", "01", "action"), "ok").await.0, 200);
+        assert_eq!(count(&pool, "note", "g10").await, 1);
+    }
+
+    #[tokio::test]
+    async fn op_msg_on_a_barrier_route_is_a_400_that_says_what_it_is() {
+        let pool = pool().await;
+        let (app, calls) = app(pool.clone());
+        let (status, body) = call(&app, "gid=g11&trans_type=msg&branch_id=00&op=msg", "ok").await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("query_prepared"), "{body}");
+        assert!(!body.contains("wrapped in"), "not blamed on the layer: {body}");
+        assert_eq!(calls.get(), 0, "the handler's BarrierTx extractor refused it");
+        assert_eq!(count(&pool, "dtm_barrier", "g11").await, 0);
+    }
+
+    #[tokio::test]
+    async fn ids_that_do_not_fit_the_table_are_a_400_and_write_nothing() {
+        let pool = pool().await;
+        let (app, calls) = app(pool.clone());
+        let long = "g".repeat(dtmcli::MAX_ID_CHARS + 1);
+        for (query, field) in [
+            (q(&long, "01", "action"), "`gid`"),
+            (q("g12", &long, "action"), "`branch_id`"),
+            (q("g12%01x", "01", "action"), "`gid`"),
+            (q("g12%ff", "01", "action"), "`gid`"),
+        ] {
+            let (status, body) = call(&app, &query, "ok").await;
+            assert_eq!(status, 400, "{query}: {body}");
+            assert!(body.contains(field), "{query}: {body}");
+        }
+        assert_eq!(calls.get(), 0);
+        let rows: i64 = sqlx::query_scalar("select count(*) from dtm_barrier")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 0);
+        // 128 characters are fine.
+        let max = "g".repeat(dtmcli::MAX_ID_CHARS);
+        assert_eq!(call(&app, &q(&max, "01", "action"), "ok").await.0, 200);
+        assert_eq!(count(&pool, "note", &max).await, 1);
+    }
+
+    #[tokio::test]
+    async fn ids_that_differ_only_in_stripped_characters_are_one_as_for_go() {
+        let pool = pool().await;
+        let (app, calls) = app(pool.clone());
+        // DTM removes `;` from gids it receives, and the Go barrier from the gids it reads:
+        // a try recorded for `g;13` is the one DTM's cancel for `g13` must find.
+        assert_eq!(call(&app, &q("g%3B13", "01", "action"), "ok").await.0, 200);
+        assert_eq!(count(&pool, "note", "g13").await, 1);
+        assert_eq!(call(&app, &q("g13", "01", "action"), "ok").await.0, 200);
+        assert_eq!(calls.get(), 1, "the second call is a duplicate");
+    }
+
+    #[tokio::test]
+    async fn a_missing_layer_is_logged_as_an_error() {
+        use std::io::Write;
+        #[derive(Clone, Default)]
+        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app = Router::new()
+            .route("/op", post(handler))
+            .layer(axum::Extension(Calls::default()));
+        let (status, _) = call(&app, &q("g14", "01", "action"), "ok").await;
+        assert_eq!(status, 500);
+        let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(logs.contains("ERROR") && logs.contains("BarrierLayer"), "{logs}");
     }
 }

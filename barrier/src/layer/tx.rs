@@ -75,39 +75,79 @@ impl<DB: BarrierDatabase> BarrierTx<DB> {
 pub type TxGuard<DB> =
     OwnedMappedMutexGuard<Option<Transaction<'static, DB>>, Transaction<'static, DB>>;
 
-/// The rejection of [`BarrierTx`] when the route is not wrapped in the layer: a 500 naming it.
-#[derive(Debug)]
-pub struct MissingBarrierLayer;
-
-impl fmt::Display for MissingBarrierLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "BarrierTx needs the route to be wrapped in dtm_barrier::BarrierLayer for the same database type",
-        )
+impl<DB: BarrierDatabase> BarrierTx<DB> {
+    /// The handle the layer put into a request, or why there is none (logged: a missing layer
+    /// is a mistake in the service's wiring, and DTM would retry its 500 forever).
+    pub(crate) fn resolve(
+        found: Option<&BarrierTx<DB>>,
+        passed_msg_query: bool,
+    ) -> Result<Self, BarrierTxRejection> {
+        if let Some(tx) = found {
+            return Ok(tx.clone());
+        }
+        let rejection = if passed_msg_query {
+            BarrierTxRejection::MsgQuery
+        } else {
+            BarrierTxRejection::MissingLayer
+        };
+        match rejection {
+            BarrierTxRejection::MissingLayer => {
+                tracing::error!(database = std::any::type_name::<DB>(), "{rejection}");
+            }
+            _ => tracing::warn!("{rejection}"),
+        }
+        Err(rejection)
     }
 }
 
-impl std::error::Error for MissingBarrierLayer {}
+/// Why [`BarrierTx`] is not available to a handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BarrierTxRejection {
+    /// The route is not wrapped in [`BarrierLayer`](crate::BarrierLayer) for this database
+    /// type: 500 (gRPC `Internal`), and an error is logged.
+    MissingLayer,
+    /// The request is DTM's query of a prepared two-phase message (`op=msg`), which the layer
+    /// lets through without a transaction: 400 (gRPC `InvalidArgument`). Answer such queries
+    /// from a route whose handler calls [`Barrier::query_prepared`](crate::Barrier::query_prepared).
+    MsgQuery,
+}
 
-impl IntoResponse for MissingBarrierLayer {
+impl fmt::Display for BarrierTxRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BarrierTxRejection::MissingLayer => {
+                "BarrierTx needs the route to be wrapped in dtm_barrier::BarrierLayer for the same database type"
+            }
+            BarrierTxRejection::MsgQuery => {
+                "op=msg is DTM's query of a prepared message, which runs without a barrier \
+                 transaction: point the message's query URL at a handler that calls \
+                 Barrier::query_prepared, not at this route"
+            }
+        })
+    }
+}
+
+impl std::error::Error for BarrierTxRejection {}
+
+impl IntoResponse for BarrierTxRejection {
     fn into_response(self) -> Response {
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(serde_json::json!({ "message": self.to_string() })),
-        )
-            .into_response()
+        let status = match self {
+            BarrierTxRejection::MsgQuery => StatusCode::BAD_REQUEST,
+            BarrierTxRejection::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, Json(serde_json::json!({ "message": self.to_string() }))).into_response()
     }
 }
 
 impl<S: Send + Sync, DB: BarrierDatabase> FromRequestParts<S> for BarrierTx<DB> {
-    type Rejection = MissingBarrierLayer;
+    type Rejection = BarrierTxRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<BarrierTx<DB>>()
-            .cloned()
-            .ok_or(MissingBarrierLayer)
+        Self::resolve(
+            parts.extensions.get::<BarrierTx<DB>>(),
+            parts.extensions.get::<super::PassedMsgQuery>().is_some(),
+        )
     }
 }
 
