@@ -272,6 +272,7 @@ async fn a_bad_table_name_is_refused_at_construction() {
 /// create it, run a protected local transaction, and see the duplicate skipped.
 async fn custom_table<DB: Ledger>(pool: Pool<DB>, table: &str) {
     let barrier = dtm_barrier::Barrier::with_table(pool.clone(), table).unwrap();
+    DB::create_accounts(&pool).await.unwrap();
     dtm_barrier::Barrier::new(pool)
         .create_table()
         .await
@@ -301,10 +302,12 @@ async fn custom_table<DB: Ledger>(pool: Pool<DB>, table: &str) {
 
 #[tokio::test]
 async fn custom_table_next_to_the_default_one() {
+    // On PostgreSQL a barrier table shared with Go services needs its constraint named
+    // `uniq_barrier`, a name unique per schema: a custom table goes into a schema of its own.
     let url = support::db_url("DTM_TEST_POSTGRES_URL");
     custom_table(
         PgPoolOptions::new().connect(&url).await.unwrap(),
-        "dtm_barrier.barrier_custom",
+        "dtm_barrier_custom.barrier",
     )
     .await;
     let url = support::db_url("DTM_TEST_MYSQL_URL");
