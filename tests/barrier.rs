@@ -422,6 +422,43 @@ async fn layer_refuses_a_request_without_trans_info<DB: Ledger>(bank: &'static B
     assert_balances(bank, &req, 0, 0).await;
 }
 
+/// Gids that differ only in case, accents or a trailing space are distinct transactions: each
+/// saga moves its own money. (A table with MySQL's default case- and accent-insensitive
+/// collation answered the second one SUCCESS without running its business code.)
+async fn distinct_gids_both_move_money<DB: Ledger>(bank: &'static Bank<DB>) {
+    let uniq = &dtmcli::local_gid()[..10];
+    let pairs = [
+        (format!("Order-{uniq}"), format!("order-{uniq}")),
+        (format!("cafe-{uniq}"), format!("café-{uniq}")),
+        (format!("pad-{uniq}"), format!("pad-{uniq} ")),
+    ];
+    for (a, b) in &pairs {
+        let (from, to) = accounts(&format!("merge-{}", &dtmcli::local_gid()[..10]));
+        let req = TransferReq::new(30, from, to);
+        for gid in [a, b] {
+            client()
+                .saga(gid.as_str())
+                .add(
+                    bank.url("TransOut", ""),
+                    bank.url("TransOutCompensate", ""),
+                    &req,
+                )
+                .add(
+                    bank.url("TransIn", ""),
+                    bank.url("TransInCompensate", ""),
+                    &req,
+                )
+                .retry_interval(SEC)
+                .submit()
+                .await
+                .unwrap();
+            let q = wait_status(gid, GlobalStatus::Succeed).await;
+            assert_eq!(q.branch_statuses(), [P, S, P, S], "{gid:?}");
+        }
+        assert_balances(bank, &req, -60, 60).await;
+    }
+}
+
 macro_rules! on_each_database {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -437,6 +474,7 @@ macro_rules! on_each_database {
 }
 
 on_each_database!(
+    distinct_gids_both_move_money,
     saga_barrier_normal,
     saga_barrier_rollback,
     saga_barrier_two_calls_in_one_handler,

@@ -200,11 +200,26 @@ pub fn mysql_bank() -> &'static busi::Bank<MySql> {
     BANK.get_or_init(|| {
         let url = db_url("DTM_TEST_MYSQL_URL");
         start_bank(move || async move {
-            MySqlPoolOptions::new()
+            let pool = MySqlPoolOptions::new()
                 .max_connections(20)
                 .connect(&url)
                 .await
-                .expect("connect to MariaDB")
+                .expect("connect to MariaDB");
+            // The test database may hold a barrier table made by older code with the server's
+            // case-insensitive collation: convert it as `check_table`'s error says.
+            let barrier = dtm_barrier::Barrier::new(pool.clone());
+            if let Err(dtm_barrier::Error::UnsafeTable { problem, .. }) = barrier.check_table().await {
+                if problem.contains("alter table") {
+                    sqlx::query(&format!(
+                        "alter table {} convert to character set utf8mb4 collate utf8mb4_nopad_bin",
+                        barrier.table()
+                    ))
+                    .execute(&pool)
+                    .await
+                    .expect("convert the test barrier table");
+                }
+            }
+            pool
         })
     })
 }
