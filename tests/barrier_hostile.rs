@@ -16,12 +16,20 @@ use sqlx::{MySql, Pool, Postgres, Sqlite};
 
 async fn mysql() -> Pool<MySql> {
     let url = support::db_url("DTM_TEST_MYSQL_URL");
-    MySqlPoolOptions::new().max_connections(4).connect(&url).await.unwrap()
+    MySqlPoolOptions::new()
+        .max_connections(4)
+        .connect(&url)
+        .await
+        .unwrap()
 }
 
 async fn postgres() -> Pool<Postgres> {
     let url = support::db_url("DTM_TEST_POSTGRES_URL");
-    PgPoolOptions::new().max_connections(4).connect(&url).await.unwrap()
+    PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&url)
+        .await
+        .unwrap()
 }
 
 async fn sqlite() -> Pool<Sqlite> {
@@ -66,7 +74,11 @@ async fn run<DB: BarrierDatabase>(
 }
 
 async fn rows<DB: Counted>(barrier: &Barrier<DB>) -> i64 {
-    DB::count(barrier.pool(), format!("select count(*) from {}", barrier.table())).await
+    DB::count(
+        barrier.pool(),
+        format!("select count(*) from {}", barrier.table()),
+    )
+    .await
 }
 
 /// The databases whose row counts these tests read.
@@ -109,7 +121,11 @@ async fn distinct_values_never_merge<DB: Counted>(barrier: Barrier<DB>) {
         let ran = AtomicUsize::new(0);
         run(&barrier, info(a, "01"), &ran).await.unwrap();
         run(&barrier, info(b, "01"), &ran).await.unwrap();
-        assert_eq!(ran.load(Ordering::SeqCst), 2, "{a:?} and {b:?} are distinct");
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            2,
+            "{a:?} and {b:?} are distinct"
+        );
         // The same gid again is a duplicate.
         run(&barrier, info(b, "01"), &ran).await.unwrap();
         assert_eq!(ran.load(Ordering::SeqCst), 2, "{b:?} again is a duplicate");
@@ -126,7 +142,11 @@ async fn distinct_values_never_merge<DB: Counted>(barrier: Barrier<DB>) {
     let before = rows(&barrier).await;
     for (gid, branch_id, field) in [
         (format!("{}z", long('x')), "01".to_owned(), "gid"),
-        (gid.clone(), "9".repeat(dtmcli::MAX_ID_CHARS + 1), "branch_id"),
+        (
+            gid.clone(),
+            "9".repeat(dtmcli::MAX_ID_CHARS + 1),
+            "branch_id",
+        ),
         (format!("ctl-{run_id}\u{7}"), "01".to_owned(), "gid"),
     ] {
         let err = run(&barrier, info(&gid, &branch_id), &AtomicUsize::new(0))
@@ -138,7 +158,10 @@ async fn distinct_values_never_merge<DB: Counted>(barrier: Barrier<DB>) {
         );
         if field == "gid" {
             let err = barrier.query_prepared(&gid).await.unwrap_err();
-            assert!(matches!(err, Error::Dtm(dtmcli::Error::InvalidField { .. })), "{err:?}");
+            assert!(
+                matches!(err, Error::Dtm(dtmcli::Error::InvalidField { .. })),
+                "{err:?}"
+            );
         }
     }
     assert_eq!(rows(&barrier).await, before, "nothing written");
@@ -188,13 +211,20 @@ async fn an_insensitive_mariadb_table_is_reported_with_its_fix() {
     let err = barrier.check_table().await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::UnsafeTable { .. }), "{err:?}");
-    assert!(text.contains("utf8mb4_general_ci") && text.contains("alter table"), "{text}");
+    assert!(
+        text.contains("utf8mb4_general_ci") && text.contains("alter table"),
+        "{text}"
+    );
 
     // What the merge looks like on such a table: the second gid's business never runs.
     let ran = AtomicUsize::new(0);
     run(&barrier, info("Order-1", "01"), &ran).await.unwrap();
     run(&barrier, info("order-1", "01"), &ran).await.unwrap();
-    assert_eq!(ran.load(Ordering::SeqCst), 1, "the insensitive table merges them");
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        1,
+        "the insensitive table merges them"
+    );
 
     // The fix the error gives.
     sqlx::raw_sql(&format!(
@@ -220,7 +250,10 @@ async fn a_missing_table_is_reported() {
     let err = barrier.check_table().await.unwrap_err();
     assert!(err.to_string().contains("create_table"), "{err}");
     let barrier = Barrier::with_table(postgres().await, "dtm_nowhere.barrier").unwrap();
-    assert!(matches!(barrier.check_table().await, Err(Error::UnsafeTable { .. })));
+    assert!(matches!(
+        barrier.check_table().await,
+        Err(Error::UnsafeTable { .. })
+    ));
 }
 
 /// PostgreSQL with a non-deterministic (case-insensitive) collation on the key columns.
@@ -297,7 +330,9 @@ async fn a_custom_postgres_table_is_usable_by_go_services() {
 /// Names that cannot work on the database are refused at construction, not at the first call.
 #[tokio::test]
 async fn unusable_table_names_are_refused_at_construction() {
-    let pg = PgPoolOptions::new().connect_lazy("postgres://nowhere/x").unwrap();
+    let pg = PgPoolOptions::new()
+        .connect_lazy("postgres://nowhere/x")
+        .unwrap();
     for bad in [
         format!("dtm.{}", "t".repeat(60)), // its sequence `<table>_seq` would pass 63 bytes
         format!("{}.barrier", "s".repeat(64)),
@@ -310,8 +345,15 @@ async fn unusable_table_names_are_refused_at_construction() {
         assert!(matches!(err, Error::InvalidTable { .. }), "{bad}: {err}");
     }
     assert!(Barrier::with_table(pg, &format!("dtm.{}", "t".repeat(59))).is_ok());
-    let my = MySqlPoolOptions::new().connect_lazy("mysql://nowhere/x").unwrap();
-    for bad in ["mysql.barrier", "performance_schema.barrier", "sys.barrier", "select"] {
+    let my = MySqlPoolOptions::new()
+        .connect_lazy("mysql://nowhere/x")
+        .unwrap();
+    for bad in [
+        "mysql.barrier",
+        "performance_schema.barrier",
+        "sys.barrier",
+        "select",
+    ] {
         assert!(Barrier::with_table(my.clone(), bad).is_err(), "{bad}");
     }
     assert!(Barrier::with_table(my, &"t".repeat(64)).is_ok());

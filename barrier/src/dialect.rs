@@ -133,7 +133,9 @@ impl Dialect {
                 let schema = table
                     .schema()
                     .map_or_else(|| "database()".to_owned(), |s| format!("'{s}'"));
-                let exact = Self::MYSQL_EXACT_COLLATIONS.map(|c| format!("'{c}'")).join(", ");
+                let exact = Self::MYSQL_EXACT_COLLATIONS
+                    .map(|c| format!("'{c}'"))
+                    .join(", ");
                 format!(
                     "select cast(concat(column_name, ' ', coalesce(collation_name, 'none')) as char) \
                      from information_schema.columns where table_schema = {schema} \
@@ -169,7 +171,9 @@ impl Dialect {
                 )
             }
             Dialect::Postgres => {
-                format!("select to_regclass('{table}')::text where to_regclass('{table}') is not null")
+                format!(
+                    "select to_regclass('{table}')::text where to_regclass('{table}') is not null"
+                )
             }
             Dialect::Sqlite => format!(
                 "select name from sqlite_master where type = 'table' and name = '{}'",
@@ -209,17 +213,109 @@ pub struct TableName(String);
 /// Words no part of a table name may be (case-insensitive): reserved in MySQL, PostgreSQL or
 /// SQLite, so that an unquoted name works on all three.
 const RESERVED: &[&str] = &[
-    "add", "all", "alter", "analyze", "and", "any", "as", "asc", "between", "both", "by",
-    "call", "case", "cast", "check", "collate", "column", "constraint", "create", "cross",
-    "current_date", "current_time", "current_timestamp", "current_user", "database",
-    "databases", "default", "delete", "desc", "describe", "distinct", "drop", "else", "end",
-    "except", "exists", "explain", "false", "fetch", "for", "foreign", "from", "full", "grant",
-    "group", "having", "in", "index", "inner", "insert", "intersect", "interval", "into", "is",
-    "join", "key", "keys", "leading", "left", "like", "limit", "lock", "natural", "not", "null",
-    "offset", "on", "or", "order", "outer", "primary", "range", "references", "rename",
-    "replace", "returning", "revoke", "right", "row", "rows", "schema", "schemas", "select",
-    "session_user", "set", "show", "some", "table", "then", "to", "trailing", "true", "union",
-    "unique", "update", "usage", "user", "using", "values", "when", "where", "window", "with",
+    "add",
+    "all",
+    "alter",
+    "analyze",
+    "and",
+    "any",
+    "as",
+    "asc",
+    "between",
+    "both",
+    "by",
+    "call",
+    "case",
+    "cast",
+    "check",
+    "collate",
+    "column",
+    "constraint",
+    "create",
+    "cross",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "database",
+    "databases",
+    "default",
+    "delete",
+    "desc",
+    "describe",
+    "distinct",
+    "drop",
+    "else",
+    "end",
+    "except",
+    "exists",
+    "explain",
+    "false",
+    "fetch",
+    "for",
+    "foreign",
+    "from",
+    "full",
+    "grant",
+    "group",
+    "having",
+    "in",
+    "index",
+    "inner",
+    "insert",
+    "intersect",
+    "interval",
+    "into",
+    "is",
+    "join",
+    "key",
+    "keys",
+    "leading",
+    "left",
+    "like",
+    "limit",
+    "lock",
+    "natural",
+    "not",
+    "null",
+    "offset",
+    "on",
+    "or",
+    "order",
+    "outer",
+    "primary",
+    "range",
+    "references",
+    "rename",
+    "replace",
+    "returning",
+    "revoke",
+    "right",
+    "row",
+    "rows",
+    "schema",
+    "schemas",
+    "select",
+    "session_user",
+    "set",
+    "show",
+    "some",
+    "table",
+    "then",
+    "to",
+    "trailing",
+    "true",
+    "union",
+    "unique",
+    "update",
+    "usage",
+    "user",
+    "using",
+    "values",
+    "when",
+    "where",
+    "window",
+    "with",
 ];
 
 impl TableName {
@@ -302,7 +398,9 @@ impl TableName {
                     max(part, 64, "characters")?;
                 }
                 if lower(table).starts_with("sqlite_") {
-                    return Err(refuse("names starting with `sqlite_` are SQLite's own".into()));
+                    return Err(refuse(
+                        "names starting with `sqlite_` are SQLite's own".into(),
+                    ));
                 }
             }
         }
@@ -468,7 +566,10 @@ mod tests {
             TableName::new("dtm_barrier.barrier").unwrap().schema(),
             Some("dtm_barrier")
         );
-        assert_eq!(TableName::new("dtm_barrier.barrier").unwrap().table(), "barrier");
+        assert_eq!(
+            TableName::new("dtm_barrier.barrier").unwrap().table(),
+            "barrier"
+        );
         assert_eq!(TableName::new("barrier2").unwrap().schema(), None);
         for bad in [
             "",
@@ -500,7 +601,9 @@ mod tests {
         assert!(err.to_string().contains("_seq"), "{err}");
         // MySQL takes 64 characters.
         assert!(TableName::for_dialect(&"t".repeat(64), Dialect::MySql).is_ok());
-        assert!(TableName::for_dialect(&format!("{}.t", "s".repeat(64)), Dialect::Postgres).is_err());
+        assert!(
+            TableName::for_dialect(&format!("{}.t", "s".repeat(64)), Dialect::Postgres).is_err()
+        );
         // `pg_` schemas are PostgreSQL's; MySQL does not mind them.
         assert!(TableName::for_dialect("pg_x.barrier", Dialect::MySql).is_ok());
         assert!(TableName::for_dialect("pg_x.barrier", Dialect::Postgres).is_err());
@@ -524,7 +627,11 @@ mod tests {
         assert!(Dialect::Postgres.create_table_sql(&custom, "")[2]
             .contains("constraint uniq_barrier unique"));
         let my = Dialect::MySql.create_table_sql(&t, "utf8mb4_nopad_bin");
-        assert!(my[1].ends_with("default charset=utf8mb4 collate=utf8mb4_nopad_bin"), "{}", my[1]);
+        assert!(
+            my[1].ends_with("default charset=utf8mb4 collate=utf8mb4_nopad_bin"),
+            "{}",
+            my[1]
+        );
         assert!(Dialect::Sqlite
             .insert_sql(&t)
             .starts_with("insert or ignore into "));

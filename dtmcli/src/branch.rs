@@ -54,7 +54,9 @@ pub fn check_gid(gid: &str) -> Result<()> {
         return refuse(&format!("is longer than {MAX_ID_CHARS} characters"));
     }
     if gid.contains(STRIPPED_CHARS) {
-        return refuse("contains `;`, `\\n` or `\\r`, which DTM removes: the branches would see another gid");
+        return refuse(
+            "contains `;`, `\\n` or `\\r`, which DTM removes: the branches would see another gid",
+        );
     }
     if gid.chars().any(char::is_control) {
         return refuse("contains a control character");
@@ -65,7 +67,9 @@ pub fn check_gid(gid: &str) -> Result<()> {
 /// Checks one identifying field of branch info as it arrived: present, short enough for the
 /// barrier table, no control characters.
 fn check_id(field: &'static str, value: Option<String>) -> Result<String> {
-    let value = value.filter(|v| !v.is_empty()).ok_or(Error::MissingField(field))?;
+    let value = value
+        .filter(|v| !v.is_empty())
+        .ok_or(Error::MissingField(field))?;
     let invalid = |reason: String| Error::InvalidField { field, reason };
     if value.chars().count() > MAX_ID_CHARS {
         return Err(invalid(format!("is longer than {MAX_ID_CHARS} characters")));

@@ -208,7 +208,9 @@ pub fn mysql_bank() -> &'static busi::Bank<MySql> {
             // The test database may hold a barrier table made by older code with the server's
             // case-insensitive collation: convert it as `check_table`'s error says.
             let barrier = dtm_barrier::Barrier::new(pool.clone());
-            if let Err(dtm_barrier::Error::UnsafeTable { problem, .. }) = barrier.check_table().await {
+            if let Err(dtm_barrier::Error::UnsafeTable { problem, .. }) =
+                barrier.check_table().await
+            {
                 if problem.contains("alter table") {
                     sqlx::query(&format!(
                         "alter table {} convert to character set utf8mb4 collate utf8mb4_nopad_bin",

@@ -67,7 +67,10 @@ impl fmt::Display for BodyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BodyError::TooLarge { limit } => {
-                write!(f, "the request body is larger than the barrier layer's limit of {limit} bytes")
+                write!(
+                    f,
+                    "the request body is larger than the barrier layer's limit of {limit} bytes"
+                )
             }
             BodyError::Unreadable(why) => write!(f, "cannot read the request body: {why}"),
         }
@@ -593,7 +596,8 @@ mod tests {
 
     /// A request body that sends its first bytes, then nothing until the test ends.
     fn stalled_body() -> Body {
-        let first = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"o"))]);
+        let first =
+            futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"o"))]);
         let never = futures_util::stream::pending();
         Body::from_stream(futures_util::StreamExt::chain(first, never))
     }
@@ -612,10 +616,17 @@ mod tests {
         let started = std::time::Instant::now();
         assert_eq!(call(&app, &q("g8", "01", "action"), "ok").await.0, 200);
         assert_eq!(call(&app, &q("g9", "01", "action"), "ok").await.0, 200);
-        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
         assert_eq!(calls.get(), 2);
         assert_eq!(count(&pool, "note", "g8").await, 1);
-        assert!(!stalled.is_finished(), "the stalled request is still reading its body");
+        assert!(
+            !stalled.is_finished(),
+            "the stalled request is still reading its body"
+        );
         stalled.abort();
     }
 
@@ -627,7 +638,8 @@ mod tests {
             .route("/op", post(handler))
             .layer(BarrierLayer::new(Barrier::new(pool.clone())).body_limit(8))
             .layer(axum::Extension(calls.clone()));
-        let (status, body) = call(&app, &q("g10", "01", "action"), "far more than eight bytes").await;
+        let (status, body) =
+            call(&app, &q("g10", "01", "action"), "far more than eight bytes").await;
         assert_eq!(status, 413, "{body}");
         assert!(body.contains("limit of 8 bytes"), "{body}");
         // Also without a content-length: a streamed body is cut at the limit.
@@ -652,8 +664,15 @@ mod tests {
         let (status, body) = call(&app, "gid=g11&trans_type=msg&branch_id=00&op=msg", "ok").await;
         assert_eq!(status, 400, "{body}");
         assert!(body.contains("query_prepared"), "{body}");
-        assert!(!body.contains("wrapped in"), "not blamed on the layer: {body}");
-        assert_eq!(calls.get(), 0, "the handler's BarrierTx extractor refused it");
+        assert!(
+            !body.contains("wrapped in"),
+            "not blamed on the layer: {body}"
+        );
+        assert_eq!(
+            calls.get(),
+            0,
+            "the handler's BarrierTx extractor refused it"
+        );
         assert_eq!(count(&pool, "dtm_barrier", "g11").await, 0);
     }
 
@@ -723,6 +742,9 @@ mod tests {
         let (status, _) = call(&app, &q("g14", "01", "action"), "ok").await;
         assert_eq!(status, 500);
         let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        assert!(logs.contains("ERROR") && logs.contains("BarrierLayer"), "{logs}");
+        assert!(
+            logs.contains("ERROR") && logs.contains("BarrierLayer"),
+            "{logs}"
+        );
     }
 }

@@ -136,7 +136,11 @@ impl IntoResponse for BarrierTxRejection {
             BarrierTxRejection::MsgQuery => StatusCode::BAD_REQUEST,
             BarrierTxRejection::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        (status, Json(serde_json::json!({ "message": self.to_string() }))).into_response()
+        (
+            status,
+            Json(serde_json::json!({ "message": self.to_string() })),
+        )
+            .into_response()
     }
 }
 
