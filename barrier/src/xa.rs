@@ -381,7 +381,7 @@ impl<DB: XaDatabase> Barrier<DB> {
         let outcome: Result<T, E> = async {
             let affected = DB::insert_row(
                 conn.get(),
-                &insert_sql,
+                insert_sql,
                 Row {
                     trans_type: TransType::Xa.as_str(),
                     gid: &info.gid,
@@ -526,7 +526,7 @@ impl<DB: XaDatabase> Barrier<DB> {
         if step == XaStep::Rollback {
             DB::insert_row(
                 &mut conn,
-                &insert_sql,
+                insert_sql,
                 Row {
                     trans_type: TransType::Xa.as_str(),
                     gid: &info.gid,
