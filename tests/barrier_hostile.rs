@@ -130,6 +130,15 @@ async fn distinct_values_never_merge<DB: Counted>(barrier: Barrier<DB>) {
         run(&barrier, info(b, "01"), &ran).await.unwrap();
         assert_eq!(ran.load(Ordering::SeqCst), 2, "{b:?} again is a duplicate");
     }
+    // Message queries keep distinct gids apart too.
+    for (a, b) in &pairs {
+        let first = barrier.query_prepared(a).await.unwrap();
+        assert_eq!(first, dtmcli::DtmResult::Failure, "{a:?}");
+        assert_eq!(
+            barrier.query_prepared(b).await.unwrap(),
+            dtmcli::DtmResult::Failure
+        );
+    }
     // Branch ids likewise.
     let ran = AtomicUsize::new(0);
     let gid = format!("branch-{run_id}");
@@ -228,7 +237,11 @@ async fn an_insensitive_mariadb_table_is_reported_with_its_fix() {
 
     // The fix the error gives.
     sqlx::raw_sql(&format!(
-        "delete from {table}; alter table {table} convert to character set utf8mb4 collate utf8mb4_nopad_bin"
+        "delete from {table}; {}",
+        dtm_barrier::Dialect::mysql_fix_sql(
+            &dtm_barrier::TableName::new(&table).unwrap(),
+            "utf8mb4_nopad_bin"
+        )
     ))
     .execute(&pool)
     .await

@@ -196,11 +196,11 @@ impl<DB: BarrierDatabase> Barrier<DB> {
         let problem = match DB::DIALECT {
             Dialect::MySql if !rows.is_empty() => Some(format!(
                 "key columns compare case-, accent- or trailing-space-insensitively ({}); \
-                 fix with `alter table {name} convert to character set utf8mb4 collate {}` \
-                 (`{}` on MySQL 8)",
+                 fix with `{}` (`{}` instead of `{}` on MySQL 8)",
                 rows.join(", "),
-                Dialect::MYSQL_EXACT_COLLATIONS[0],
+                Dialect::mysql_fix_sql(name, Dialect::MYSQL_EXACT_COLLATIONS[0]),
                 Dialect::MYSQL_EXACT_COLLATIONS[1],
+                Dialect::MYSQL_EXACT_COLLATIONS[0],
             )),
             Dialect::Postgres if !rows.is_empty() => Some(format!(
                 "key columns use non-deterministic collations ({}); recreate them with the \

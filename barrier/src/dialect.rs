@@ -64,15 +64,22 @@ impl Dialect {
     /// Go client's columns so that Go and Rust services can share it.
     ///
     /// The key columns compare byte for byte, so that gids differing only in case, accents or
-    /// trailing spaces never share barrier rows: on MySQL/MariaDB the table's collation is
-    /// `collation` (see [`Dialect::MYSQL_EXACT_COLLATIONS`]; ignored by the other dialects);
+    /// trailing spaces never share barrier rows: on MySQL/MariaDB the collation of `gid`,
+    /// `branch_id`, `op` and `barrier_id` is `collation` (see [`Dialect::MYSQL_EXACT_COLLATIONS`]; ignored by the other dialects);
     /// PostgreSQL's and SQLite's default collations already compare exactly. The PostgreSQL
     /// unique constraint is named `uniq_barrier`, the name the Go client's insert refers to.
     pub fn create_table_sql(self, table: &TableName, collation: &str) -> Vec<String> {
         let mut stmts = Vec::new();
-        let columns = "trans_type varchar(45) default '', gid varchar(128) default '', \
-                       branch_id varchar(128) default '', op varchar(45) default '', \
-                       barrier_id varchar(45) default '', reason varchar(45) default ''";
+        let key_collation = match self {
+            Dialect::MySql => format!(" collate {collation}"),
+            _ => String::new(),
+        };
+        let k = key_collation.as_str();
+        let columns = format!(
+            "trans_type varchar(45) default '', gid varchar(128){k} default '', \
+             branch_id varchar(128){k} default '', op varchar(45){k} default '', \
+             barrier_id varchar(45){k} default '', reason varchar(45) default ''"
+        );
         match self {
             Dialect::MySql => {
                 if let Some(schema) = table.schema() {
@@ -83,7 +90,7 @@ impl Dialect {
                      {columns}, create_time datetime default now(), update_time datetime default now(), \
                      key(create_time), key(update_time), \
                      unique key uniq_barrier(gid, branch_id, op, barrier_id)) \
-                     engine=InnoDB default charset=utf8mb4 collate={collation}"
+                     engine=InnoDB default charset=utf8mb4"
                 ));
             }
             Dialect::Postgres => {
@@ -114,6 +121,17 @@ impl Dialect {
     /// in order of preference: MariaDB's `utf8mb4_nopad_bin`, MySQL 8's `utf8mb4_0900_bin`.
     /// (`utf8mb4_bin` pads: `a` and `a ` are equal in a unique key.)
     pub const MYSQL_EXACT_COLLATIONS: [&'static str; 2] = ["utf8mb4_nopad_bin", "utf8mb4_0900_bin"];
+
+    /// The statement giving an existing MySQL/MariaDB barrier table's key columns `collation`
+    /// (the Go client's column sizes and defaults).
+    pub fn mysql_fix_sql(table: &TableName, collation: &str) -> String {
+        format!(
+            "alter table {table} modify gid varchar(128) collate {collation} default '', \
+             modify branch_id varchar(128) collate {collation} default '', \
+             modify op varchar(45) collate {collation} default '', \
+             modify barrier_id varchar(45) collate {collation} default ''"
+        )
+    }
 
     /// A query listing which of [`Dialect::MYSQL_EXACT_COLLATIONS`] the server has.
     pub(crate) fn mysql_collations_sql() -> String {

@@ -293,6 +293,91 @@ mod tests {
     }
 
     #[test]
+    fn query_is_read_as_the_reference_client_reads_it() {
+        // The first value of a repeated parameter counts, even an empty one.
+        let info =
+            BranchInfo::from_query("gid=a&gid=b&trans_type=saga&branch_id=01&op=action").unwrap();
+        assert_eq!(info.gid, "a");
+        let err = BranchInfo::from_query("gid=&gid=b&trans_type=saga&branch_id=01&op=action")
+            .unwrap_err();
+        assert!(matches!(err, Error::MissingField("gid")), "{err}");
+        // `;`, `\n` and `\r` are removed, as DTM removes them from gids.
+        let info = BranchInfo::from_query("gid=g%3Bx%0A%0D&trans_type=tcc&branch_id=0%3B1&op=try")
+            .unwrap();
+        assert_eq!((info.gid.as_str(), info.branch_id.as_str()), ("gx", "01"));
+        // Bytes that are not UTF-8 are refused, never replaced (`%ff` and `%fe` would both
+        // become U+FFFD and name one transaction).
+        for bad in ["g%ff", "g%fe", "%c3%28"] {
+            let err = BranchInfo::from_query(&format!(
+                "gid={bad}&trans_type=saga&branch_id=01&op=action"
+            ))
+            .unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidField { field: "gid", .. }),
+                "{bad}: {err}"
+            );
+        }
+        // Other control characters and over-long ids are refused, naming the field once.
+        let err =
+            BranchInfo::from_query("gid=g%07&trans_type=saga&branch_id=01&op=action").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid transaction info: `gid` contains a control character"
+        );
+        let long = "b".repeat(MAX_ID_CHARS + 1);
+        let err =
+            BranchInfo::from_query(&format!("gid=g&trans_type=saga&branch_id={long}&op=action"))
+                .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::InvalidField {
+                    field: "branch_id",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = BranchInfo::from_query("gid=g&trans_type=saga&branch_id=01&op=jump").unwrap_err();
+        assert_eq!(err.to_string().matches("invalid").count(), 1, "{err}");
+    }
+
+    #[test]
+    fn prefixed_values_that_are_not_utf8_are_invalid_not_absent() {
+        let get = |key: &str| match key {
+            "dtm-gid" => Some(&b"g\xff"[..]),
+            "dtm-trans_type" => Some(&b"saga"[..]),
+            "dtm-branch_id" => Some(&b"01"[..]),
+            "dtm-op" => Some(&b"action"[..]),
+            _ => None,
+        };
+        let err = BranchInfo::from_prefixed(get).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidField { field: "gid", .. }),
+            "{err}"
+        );
+        // gRPC metadata keeps `;` (DTM and the reference client strip nothing there).
+        let get = |key: &str| match key {
+            "dtm-gid" => Some(&b"g;1"[..]),
+            "dtm-trans_type" => Some(&b"saga"[..]),
+            "dtm-branch_id" => Some(&b"01"[..]),
+            "dtm-op" => Some(&b"action"[..]),
+            _ => None,
+        };
+        assert_eq!(BranchInfo::from_prefixed(get).unwrap().gid, "g;1");
+    }
+
+    #[test]
+    fn gids_clients_may_use() {
+        assert!(check_gid("order-1").is_ok());
+        assert!(check_gid(&"x".repeat(MAX_ID_CHARS)).is_ok());
+        for bad in ["", "a;b", "a\nb", "a\rb", "a\u{1}b"] {
+            assert!(check_gid(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_gid(&"x".repeat(MAX_ID_CHARS + 1)).is_err());
+    }
+
+    #[test]
     fn query_pairs_round_trip() {
         let info =
             BranchInfo::from_query("gid=a&trans_type=xa&branch_id=01&op=action&phase2_url=u")

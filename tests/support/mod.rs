@@ -212,13 +212,12 @@ pub fn mysql_bank() -> &'static busi::Bank<MySql> {
                 barrier.check_table().await
             {
                 if problem.contains("alter table") {
-                    sqlx::query(&format!(
-                        "alter table {} convert to character set utf8mb4 collate utf8mb4_nopad_bin",
-                        barrier.table()
-                    ))
-                    .execute(&pool)
-                    .await
-                    .expect("convert the test barrier table");
+                    let table = dtm_barrier::TableName::new(barrier.table()).unwrap();
+                    let fix = dtm_barrier::Dialect::mysql_fix_sql(&table, "utf8mb4_nopad_bin");
+                    sqlx::query(&fix)
+                        .execute(&pool)
+                        .await
+                        .expect("convert the test barrier table");
                 }
             }
             pool
