@@ -646,10 +646,11 @@ mod tests {
             .contains("constraint uniq_barrier unique"));
         let my = Dialect::MySql.create_table_sql(&t, "utf8mb4_nopad_bin");
         assert!(
-            my[1].ends_with("default charset=utf8mb4 collate=utf8mb4_nopad_bin"),
+            my[1].contains("gid varchar(128) collate utf8mb4_nopad_bin default ''"),
             "{}",
             my[1]
         );
+        assert!(my[1].contains("reason varchar(45) default ''"), "{}", my[1]);
         assert!(Dialect::Sqlite
             .insert_sql(&t)
             .starts_with("insert or ignore into "));
