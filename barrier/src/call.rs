@@ -117,6 +117,7 @@ impl<DB: BarrierDatabase> Barrier<DB> {
     }
 
     /// The insert statement of this barrier's table.
+    #[cfg(any(feature = "mysql", feature = "postgres"))]
     pub(crate) fn insert_sql(&self) -> &str {
         &self.table.insert_sql
     }

@@ -299,8 +299,9 @@ impl DtmClient {
         for (name, value) in headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|e| Error::InvalidArgument(format!("branch header {name:?}: {e}")))?;
+            // The value is never repeated: it may be a credential.
             let value = HeaderValue::from_str(value).map_err(|e| {
-                Error::InvalidArgument(format!("branch header value {value:?}: {e}"))
+                Error::InvalidArgument(format!("branch header {name}: invalid value ({e})"))
             })?;
             req = req.header(name, value);
         }
@@ -347,7 +348,9 @@ pub(crate) fn with_query<'a>(
 ) -> Result<String> {
     let mut parsed =
         Url::parse(url).map_err(|e| Error::InvalidArgument(format!("branch URL {url:?}: {e}")))?;
-    {
+    let mut pairs = pairs.into_iter().peekable();
+    if pairs.peek().is_some() {
+        // Only with something to add: `query_pairs_mut` leaves a bare `?` otherwise.
         let mut q = parsed.query_pairs_mut();
         for (k, v) in pairs {
             q.append_pair(k, v);
@@ -386,6 +389,24 @@ mod tests {
         let u = with_query("http://h/p?x=1", [("gid", "a b"), ("op", "try")]).unwrap();
         assert_eq!(u, "http://h/p?x=1&gid=a+b&op=try");
         assert_eq!(strip_query(&u), "http://h/p");
+        // No pairs, no stray `?` (GET newGid was sent as `newGid?`).
+        assert_eq!(
+            with_query("http://h/api/newGid", []).unwrap(),
+            "http://h/api/newGid"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invalid_header_value_is_not_repeated_in_the_error() {
+        let c = DtmClient::new("http://127.0.0.1:9/api/dtmsvr").unwrap();
+        let info = BranchInfo::from_query("gid=g&trans_type=tcc&branch_id=01&op=try").unwrap();
+        let headers = BTreeMap::from([("authorization".to_owned(), "Bearer SECRET\n".to_owned())]);
+        let err = c
+            .call_branch("http://127.0.0.1:9/b", &info, None, &headers)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("authorization"), "{err}");
+        assert!(!format!("{err} {err:?}").contains("SECRET"), "{err:?}");
     }
 
     #[tokio::test]

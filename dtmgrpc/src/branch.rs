@@ -70,7 +70,7 @@ pub(crate) fn write_metadata(
         let key = AsciiMetadataKey::from_bytes(key.as_bytes())
             .map_err(|e| Error::InvalidArgument(format!("metadata key {key:?}: {e}")))?;
         let value = AsciiMetadataValue::try_from(value)
-            .map_err(|e| Error::InvalidArgument(format!("metadata value {value:?}: {e}")))?;
+            .map_err(|e| Error::InvalidArgument(format!("metadata {key}: invalid value ({e})")))?;
         metadata.insert(key, value);
         Ok(())
     };
@@ -155,5 +155,10 @@ mod tests {
         let headers = BTreeMap::from([("bad header".to_owned(), "v".to_owned())]);
         let err = write_metadata(&mut md, &info(), &headers).unwrap_err();
         assert!(err.to_string().contains("bad header"), "{err}");
+        // A bad value is named by its key, never repeated: it may be a credential.
+        let headers = BTreeMap::from([("authorization".to_owned(), "Bearer SECRET\n".to_owned())]);
+        let err = write_metadata(&mut md, &info(), &headers).unwrap_err();
+        assert!(err.to_string().contains("authorization"), "{err}");
+        assert!(!format!("{err} {err:?}").contains("SECRET"), "{err:?}");
     }
 }
