@@ -717,3 +717,48 @@ async fn grpc_msg_abort_drops_a_prepared_message() {
     assert!(msg.submit().await.unwrap_err().is_failure());
     assert!(busi().methods(&gid).is_empty());
 }
+
+/// Gids DTM would change (`;`, line breaks) or could not pass to gRPC branches in metadata
+/// (anything but printable ASCII), and branch headers it could not send, are refused before
+/// any call; the builders' `Debug` hides header values.
+#[tokio::test]
+async fn grpc_unusable_gids_and_headers_are_refused_before_any_call() {
+    let dtm = dtm_grpc();
+    let uniq = &dtmcli::local_gid()[..10];
+    for gid in [
+        format!("a;{uniq}"),
+        format!("café-{uniq}"),
+        format!("a\r{uniq}"),
+    ] {
+        let req = req_for(&gid);
+        let err = transfer(&dtm, &gid, &req).submit().await.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{gid:?}: {err:?}");
+        let err = dtm
+            .tcc(&gid)
+            .run(|_tcc| async { Ok::<_, Error>(()) })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{gid:?}: {err:?}");
+        let err = dtm.msg(&gid).submit().await.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{gid:?}: {err:?}");
+        assert_eq!(client().query(&gid).await.unwrap().transaction, None);
+    }
+    let gid = new_gid().await;
+    let req = req_for(&gid);
+    let saga = transfer(&dtm, &gid, &req).branch_header("authorization", "Bearer s3cr3t\n");
+    let tcc = dtm
+        .tcc(&gid)
+        .branch_header("authorization", "Bearer s3cr3t");
+    let msg = dtm
+        .msg(&gid)
+        .branch_header("authorization", "Bearer s3cr3t");
+    let xa = dtm.xa(&gid).branch_header("authorization", "Bearer s3cr3t");
+    let debug = format!("{saga:?} {tcc:?} {msg:?} {xa:?}");
+    assert!(
+        debug.contains("authorization") && !debug.contains("s3cr3t"),
+        "{debug}"
+    );
+    let err = saga.submit().await.unwrap_err();
+    assert!(!format!("{err} {err:?}").contains("s3cr3t"), "{err:?}");
+    assert_eq!(client().query(&gid).await.unwrap().transaction, None);
+}

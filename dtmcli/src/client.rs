@@ -97,9 +97,9 @@ impl DtmClientBuilder {
                 if let Some(t) = self.connect_timeout {
                     b = b.connect_timeout(t);
                 }
-                b.build().map_err(|source| Error::Request {
+                b.build().map_err(|cause| Error::Request {
                     url: server.clone(),
-                    source,
+                    cause,
                 })?
             }
         };
@@ -306,14 +306,14 @@ impl DtmClient {
             req = req.header(name, value);
         }
         tracing::debug!(url, gid = %info.gid, branch_id = %info.branch_id, op = %info.op, "branch call");
-        let resp = req.send().await.map_err(|source| Error::Request {
+        let resp = req.send().await.map_err(|cause| Error::Request {
             url: strip_query(url),
-            source,
+            cause,
         })?;
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(|source| Error::Request {
+        let body = resp.bytes().await.map_err(|cause| Error::Request {
             url: strip_query(url),
-            source,
+            cause,
         })?;
         answer::expect_success(&strip_query(url), status, &String::from_utf8_lossy(&body))?;
         Ok(BranchResponse {
@@ -329,14 +329,14 @@ struct GidBody<'a> {
 }
 
 async fn send(url: &str, req: reqwest::RequestBuilder) -> Result<(u16, String)> {
-    let resp = req.send().await.map_err(|source| Error::Request {
+    let resp = req.send().await.map_err(|cause| Error::Request {
         url: strip_query(url),
-        source,
+        cause,
     })?;
     let status = resp.status().as_u16();
-    let text = resp.text().await.map_err(|source| Error::Request {
+    let text = resp.text().await.map_err(|cause| Error::Request {
         url: strip_query(url),
-        source,
+        cause,
     })?;
     Ok((status, text))
 }
@@ -415,6 +415,20 @@ mod tests {
         let c = DtmClient::new("http://127.0.0.1:9/api/dtmsvr").unwrap();
         let err = c.new_gid().await.unwrap_err();
         assert!(matches!(err, Error::Request { .. }), "{err:?}");
-        assert!(err.to_string().contains("127.0.0.1:9/api/dtmsvr/newGid"));
+        let text = err.to_string();
+        assert!(text.contains("127.0.0.1:9/api/dtmsvr/newGid"), "{text}");
+        assert!(!text.contains("newGid?"), "{text}");
+        // The cause is in the text, once, and not repeated by a report of the chain.
+        assert_eq!(
+            text.to_lowercase().matches("connection refused").count(),
+            1,
+            "{text}"
+        );
+        let report = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(
+            report.to_lowercase().matches("connection refused").count(),
+            1,
+            "{report}"
+        );
     }
 }

@@ -50,14 +50,17 @@ pub enum Error {
     },
 
     /// The HTTP request itself failed: connection refused, timeout, invalid URL, ...
+    ///
+    /// The text names the whole chain of causes (`Connection refused`, `operation timed
+    /// out`, ...). The reqwest error is in `cause`; it is not also this error's `source()`,
+    /// so that reports walking the chain (`anyhow`'s `{:#}`) do not print it twice.
     #[cfg(feature = "http")]
-    #[error("request to {url} failed: {source}")]
+    #[error("request to {url} failed: {}", chain(cause))]
     Request {
         /// The URL that was called (without its query).
         url: String,
-        /// The underlying transport error.
-        #[source]
-        source: reqwest::Error,
+        /// The underlying transport error (`is_timeout()`, `is_connect()`, ...).
+        cause: reqwest::Error,
     },
 
     /// A payload given to a builder could not be serialized to JSON.
@@ -154,6 +157,22 @@ impl Error {
             other => Error::InvalidArgument(other.to_string()),
         }
     }
+}
+
+/// An error's text followed by those of its sources, each once.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(source) = next {
+        let part = source.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = source.source();
+    }
+    text
 }
 
 #[cfg(test)]

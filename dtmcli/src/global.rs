@@ -27,12 +27,24 @@ pub trait GlobalCalls: Sync {
 /// What the handle of an open TCC or XA transaction holds, for either client `C`: the client,
 /// the transaction and its next branch ids. Shared by the HTTP and gRPC clients.
 #[doc(hidden)]
-#[derive(Debug)]
 pub struct OpenTrans<C> {
     pub client: C,
     pub gid: String,
     pub branch_headers: BTreeMap<String, String>,
     ids: Mutex<BranchIdGen>,
+}
+
+impl<C: fmt::Debug> fmt::Debug for OpenTrans<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenTrans")
+            .field("client", &self.client)
+            .field("gid", &self.gid)
+            .field(
+                "branch_headers",
+                &crate::RedactedHeaders(&self.branch_headers),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl<C> OpenTrans<C> {

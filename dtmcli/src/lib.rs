@@ -79,6 +79,8 @@ pub use branch::{
 pub use error::{Error, Result};
 pub use gid::local_gid;
 pub use global::{run_global, GlobalCalls, OpenTrans, XaRegistrar};
+#[doc(hidden)]
+pub use options::RedactedHeaders;
 pub use options::{whole_seconds, TransOptions};
 pub use query::{AllQuery, BranchTrans, GlobalTrans, TransPage, TransQuery};
 pub use two_phase::{do_and_submit, query_url, TwoPhaseMsg};

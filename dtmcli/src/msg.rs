@@ -102,6 +102,8 @@ impl Msg {
     crate::__option_setters!();
 
     fn body(&self) -> Result<(TransBody<'_>, String)> {
+        crate::check_gid(&self.gid)?;
+        self.options.check()?;
         if let Some(e) = &self.error {
             return Err(e.clone_payload());
         }

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 ///
 /// Times are whole seconds, as on the wire; `0` means "the server's default". The transaction
 /// builders take [`Duration`]s and round them up to whole seconds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its `Debug` output names the branch headers but hides their values, which are often
+/// credentials (`Authorization`, cookies, tokens).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct TransOptions {
     /// Process the transaction inside the submit call and report its outcome.
@@ -35,6 +38,58 @@ pub struct TransOptions {
     /// Msg only: call the branches in parallel. Always present on the wire.
     #[serde(default)]
     pub concurrent: bool,
+}
+
+impl TransOptions {
+    /// Checks what the server cannot use: a branch header whose name is not an HTTP token or
+    /// whose value holds control characters. DTM would store such a header and then fail
+    /// every branch call, retrying forever. The error names the header, never its value.
+    pub fn check(&self) -> crate::Result<()> {
+        const SEPARATORS: &[u8] = b"()<>@,;:\\\"/[]?={} \t";
+        for (name, value) in &self.branch_headers {
+            let name_ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !SEPARATORS.contains(&b));
+            if !name_ok {
+                return Err(crate::Error::InvalidArgument(format!(
+                    "branch header name {name:?} is not an HTTP header name"
+                )));
+            }
+            if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                return Err(crate::Error::InvalidArgument(format!(
+                    "branch header {name}: its value holds control characters"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for TransOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransOptions")
+            .field("wait_result", &self.wait_result)
+            .field("timeout_to_fail", &self.timeout_to_fail)
+            .field("request_timeout", &self.request_timeout)
+            .field("retry_interval", &self.retry_interval)
+            .field("retry_limit", &self.retry_limit)
+            .field("branch_headers", &RedactedHeaders(&self.branch_headers))
+            .field("concurrent", &self.concurrent)
+            .finish()
+    }
+}
+
+/// Debug output of a header map: the names, each with `<redacted>` for its value.
+#[doc(hidden)]
+pub struct RedactedHeaders<'a>(pub &'a BTreeMap<String, String>);
+
+impl std::fmt::Debug for RedactedHeaders<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|name| (name, "<redacted>")))
+            .finish()
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -125,6 +180,33 @@ mod tests {
             json,
             serde_json::json!({"retry_interval": 2, "branch_headers": {"k": "v"}, "concurrent": false})
         );
+    }
+
+    #[test]
+    fn unusable_branch_headers_are_refused_without_their_value() {
+        let mut o = TransOptions::default();
+        o.branch_headers
+            .insert("Authorization".into(), "Bearer ok\tx".into());
+        assert!(o.check().is_ok());
+        o.branch_headers.insert("X-Bad".into(), "SECRET\n".into());
+        let err = o.check().unwrap_err().to_string();
+        assert!(err.contains("X-Bad") && !err.contains("SECRET"), "{err}");
+        let mut o = TransOptions::default();
+        o.branch_headers.insert("bad name".into(), "v".into());
+        assert!(o.check().is_err());
+    }
+
+    #[test]
+    fn debug_hides_header_values() {
+        let mut o = TransOptions::default();
+        o.branch_headers
+            .insert("Authorization".into(), "Bearer SECRET".into());
+        let text = format!("{o:?} {o:#?}");
+        assert!(
+            text.contains("Authorization") && text.contains("<redacted>"),
+            "{text}"
+        );
+        assert!(!text.contains("SECRET"), "{text}");
     }
 
     #[test]

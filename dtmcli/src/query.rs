@@ -11,7 +11,9 @@ use crate::{BranchStatus, GlobalStatus, Op, TransType};
 ///
 /// SQL stores keep fewer fields than boltdb/redis (no steps, payloads or flattened options),
 /// so only the fields below are read.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+///
+/// Its `Debug` output shows `options` parsed, with branch header values hidden.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[non_exhaustive]
 pub struct GlobalTrans {
     /// The global transaction id.
@@ -56,6 +58,42 @@ pub struct GlobalTrans {
     /// The current retry interval in seconds.
     #[serde(default)]
     pub next_cron_interval: Option<i64>,
+}
+
+impl GlobalTrans {
+    /// The transaction options, parsed from [`options`](Self::options); `None` if the server
+    /// stored none or they do not parse.
+    pub fn parsed_options(&self) -> Option<crate::TransOptions> {
+        serde_json::from_str(&self.options).ok()
+    }
+}
+
+impl std::fmt::Debug for GlobalTrans {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options: &dyn std::fmt::Debug = match (&self.parsed_options(), self.options.is_empty())
+        {
+            (_, true) => &"",
+            (Some(parsed), _) => &Some(parsed.clone()),
+            (None, _) => &"<unparsed, hidden: it may hold branch headers>",
+        };
+        f.debug_struct("GlobalTrans")
+            .field("gid", &self.gid)
+            .field("trans_type", &self.trans_type)
+            .field("status", &self.status)
+            .field("protocol", &self.protocol)
+            .field("rollback_reason", &self.rollback_reason)
+            .field("result", &self.result)
+            .field("query_prepared", &self.query_prepared)
+            .field("custom_data", &self.custom_data)
+            .field("options", options)
+            .field("create_time", &self.create_time)
+            .field("update_time", &self.update_time)
+            .field("finish_time", &self.finish_time)
+            .field("rollback_time", &self.rollback_time)
+            .field("next_cron_time", &self.next_cron_time)
+            .field("next_cron_interval", &self.next_cron_interval)
+            .finish()
+    }
 }
 
 /// One branch operation of a transaction.

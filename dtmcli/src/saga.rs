@@ -113,6 +113,8 @@ impl Saga {
     /// Submitting again while the saga is still `submitted` makes the server run its steps
     /// again (they must be idempotent); after it ended the server answers FAILURE.
     pub async fn submit(&self) -> Result<()> {
+        crate::check_gid(&self.gid)?;
+        self.options.check()?;
         if let Some(e) = &self.error {
             return Err(e.clone_payload());
         }

@@ -73,6 +73,8 @@ impl TccBuilder {
         Fut: Future<Output = std::result::Result<T, E>>,
         E: From<Error> + fmt::Display,
     {
+        crate::check_gid(&self.gid)?;
+        self.options.check()?;
         let handle = Tcc {
             inner: Arc::new(OpenTrans::new(
                 self.client.clone(),

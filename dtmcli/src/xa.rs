@@ -74,6 +74,8 @@ impl XaBuilder {
         Fut: Future<Output = std::result::Result<T, E>>,
         E: From<Error> + fmt::Display,
     {
+        crate::check_gid(&self.gid)?;
+        self.options.check()?;
         let handle = Xa {
             inner: Arc::new(OpenTrans::new(
                 self.client.clone(),

@@ -94,6 +94,8 @@ impl Msg {
     dtmcli::__option_setters!();
 
     fn request(&self) -> Result<proto::DtmRequest> {
+        crate::trans::check_gid(&self.gid)?;
+        self.options.check()?;
         if self.options.concurrent {
             return Err(Error::InvalidArgument(
                 "msg concurrency cannot be requested over gRPC (DtmTransOptions has no such field)"

@@ -115,6 +115,8 @@ impl Saga {
     ///
     /// Malformed gRPC step URLs and unserializable payloads are reported before any call.
     pub async fn submit(&self) -> Result<()> {
+        crate::trans::check_gid(&self.gid)?;
+        self.options.check()?;
         let steps = self.steps.check()?;
         let count = self.steps.steps.len();
         for (step, preceding) in &self.orders {

@@ -85,6 +85,8 @@ impl TccBuilder {
         Fut: Future<Output = std::result::Result<T, E>>,
         E: From<Error> + fmt::Display,
     {
+        crate::trans::check_gid(&self.gid)?;
+        self.options.check()?;
         let tcc = Tcc {
             inner: Arc::new(OpenTrans::new(
                 self.client.clone(),

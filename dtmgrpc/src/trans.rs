@@ -89,10 +89,35 @@ pub(crate) fn bare_request(
 }
 
 /// The server calls of a TCC or XA transaction over gRPC.
-#[derive(Debug)]
 pub(crate) struct GrpcGlobal {
     pub(crate) client: DtmGrpcClient,
     pub(crate) request: proto::DtmRequest,
+}
+
+/// Names the transaction only: the request's options hold branch headers, often credentials.
+impl std::fmt::Debug for GrpcGlobal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcGlobal")
+            .field("client", &self.client)
+            .field("gid", &self.request.gid)
+            .field("trans_type", &self.request.trans_type)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks a gid a gRPC client is about to give DTM: [`dtmcli::check_gid`], and printable
+/// ASCII only, because DTM hands it to gRPC branches in `dtm-gid` metadata, whose values
+/// cannot carry anything else.
+pub(crate) fn check_gid(gid: &str) -> Result<()> {
+    dtmcli::check_gid(gid)?;
+    if !gid.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err(Error::InvalidArgument(
+            "gid holds characters other than printable ASCII, which DTM cannot pass to gRPC \
+             branches in metadata"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 impl GrpcGlobal {

@@ -60,6 +60,8 @@ impl XaBuilder {
         Fut: Future<Output = std::result::Result<T, E>>,
         E: From<Error> + fmt::Display,
     {
+        crate::trans::check_gid(&self.gid)?;
+        self.options.check()?;
         let xa = Xa {
             inner: Arc::new(OpenTrans::new(
                 self.client.clone(),
