@@ -1,5 +1,5 @@
 //! The barrier against the real DTM server on each database (SQLite, MariaDB, PostgreSQL): the
-//! Rust twins of the server's barrier scenarios (`../shared/PROTOCOL.md` §11). The business
+//! Rust twins of the server's barrier scenarios (the server's [`test/`](https://github.com/dtm-labs/dtm/tree/v1.19.0/test) suite). The business
 //! failures here come from the business code inside the barrier (an overdraft), so the
 //! compensations that follow are real null compensations: only the barrier keeps them from
 //! paying money back.

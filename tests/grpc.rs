@@ -1,5 +1,5 @@
 //! gRPC against the real DTM server's gRPC port: the Rust twins of the server's gRPC saga,
-//! TCC and msg scenarios (`../shared/PROTOCOL.md` §11), with a tonic business service built on
+//! TCC and msg scenarios (the server's [`test/`](https://github.com/dtm-labs/dtm/tree/v1.19.0/test) suite), with a tonic business service built on
 //! this SDK (`dtmgrpc/examples/busi`). Each test checks the final global status (through the
 //! HTTP read API: the gRPC API has no query), the branch statuses in stored order and the
 //! balances.

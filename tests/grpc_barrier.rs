@@ -2,7 +2,7 @@
 //! database: a tonic service wrapped in `BarrierLayer::<DB, Grpc>` whose handlers move money
 //! in SQL through `BarrierTx::from_grpc`, and two-phase messages whose local work runs through
 //! `do_and_submit_db` with a gRPC query method. The Rust twins of `TestSagaGrpcBarrier*` and
-//! `TestMsgGrpcPrepareAndSubmit*` (`../shared/PROTOCOL.md` §11).
+//! `TestMsgGrpcPrepareAndSubmit*` (the server's [`test/`](https://github.com/dtm-labs/dtm/tree/v1.19.0/test) suite).
 
 mod grpc_support;
 mod support;

@@ -2,7 +2,7 @@
 //! manager whose action runs the business in a local XA transaction (`Barrier::xa_local`,
 //! registering the branch over gRPC with `DtmGrpcClient`) and whose phase 2 (`dtm-op` commit /
 //! rollback) is `Barrier::xa_phase2`. The Rust twins of `TestXaGrpcNormal` / `Rollback`
-//! (`../shared/PROTOCOL.md` §11).
+//! (the server's [`test/`](https://github.com/dtm-labs/dtm/tree/v1.19.0/test) suite).
 
 mod grpc_support;
 mod support;

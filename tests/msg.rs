@@ -1,5 +1,5 @@
 //! Two-phase messages and topics against the real DTM server: the Rust twins of the server's
-//! msg scenarios (`../shared/PROTOCOL.md` §11).
+//! msg scenarios (the server's [`test/`](https://github.com/dtm-labs/dtm/tree/v1.19.0/test) suite).
 
 mod support;
 

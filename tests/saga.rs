@@ -1,5 +1,5 @@
 //! Saga against the real DTM server: the Rust twins of the server's saga scenarios
-//! (`../shared/PROTOCOL.md` §11). Each test checks the final global status, the branch statuses
+//! (the server's [`test/`](https://github.com/dtm-labs/dtm/tree/v1.19.0/test) suite). Each test checks the final global status, the branch statuses
 //! in stored order (`01 compensate, 01 action, 02 compensate, 02 action`) and the balances.
 
 mod support;

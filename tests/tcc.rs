@@ -1,5 +1,5 @@
 //! TCC against the real DTM server: the Rust twins of the server's TCC scenarios
-//! (`../shared/PROTOCOL.md` §11). Branches are stored as `(cancel, confirm)` pairs.
+//! (the server's [`test/`](https://github.com/dtm-labs/dtm/tree/v1.19.0/test) suite). Branches are stored as `(cancel, confirm)` pairs.
 
 mod support;
 

@@ -1,5 +1,5 @@
 //! XA against the real DTM server and real MariaDB / PostgreSQL: the Rust twins of the
-//! server's XA scenarios (`../shared/PROTOCOL.md` §11). Branches are stored as
+//! server's XA scenarios (the server's [`test/`](https://github.com/dtm-labs/dtm/tree/v1.19.0/test) suite). Branches are stored as
 //! `(rollback, commit)` pairs.
 //!
 //! The resource manager is a service of this file: one axum route per database whose action

@@ -11,7 +11,8 @@ use sqlx::{Pool, Transaction};
 use crate::dialect::{BarrierDatabase, Dialect, Row, TableName};
 use crate::Error;
 
-/// What the barrier decided for one call (`../shared/PROTOCOL.md` §8.3).
+/// What the barrier decided for one call (the algorithm of the reference client's
+/// [`barrier.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/client/dtmcli/barrier.go)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Decision {
@@ -228,7 +229,7 @@ impl<DB: BarrierDatabase> Barrier<DB> {
     }
 
     /// Inserts the barrier rows of one call inside the caller's open transaction and decides
-    /// (`../shared/PROTOCOL.md` §8.3). Commit the transaction whatever the decision, unless
+    /// (as the reference client's [`barrier.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/client/dtmcli/barrier.go)). Commit the transaction whatever the decision, unless
     /// business code that ran on [`Decision::Proceed`] failed.
     ///
     /// For op `msg` (the local transaction of a two-phase message) an existing row means the

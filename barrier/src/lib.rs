@@ -4,7 +4,8 @@
 //! DTM may call a branch twice, call a compensation whose forward operation never arrived
 //! (null compensation), or deliver a forward operation after its compensation (hanging). The
 //! barrier records each `(gid, branch_id, op, barrier_id)` in a table inside the business's own
-//! local transaction and decides whether the business code runs (`../shared/PROTOCOL.md` §8).
+//! local transaction and decides whether the business code runs, as the reference client's
+//! [`barrier.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/client/dtmcli/barrier.go) does.
 //! The table is the Go client's, so Go and Rust services can share it.
 //!
 //! - [`Barrier`]: the pool and the table; [`Barrier::branch`] gives a [`BranchBarrier`] whose
@@ -19,7 +20,7 @@
 //! - `Barrier::xa_local` / `Barrier::xa_phase2` (features `mysql` / `postgres`): the local
 //!   branch of an XA transaction on MySQL/MariaDB and PostgreSQL.
 
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod call;
 mod dialect;

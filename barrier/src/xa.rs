@@ -1,5 +1,6 @@
 //! XA branches on MySQL/MariaDB and PostgreSQL: the resource manager's local XA transaction
-//! (phase 1) and its commit or rollback (phase 2), `../shared/PROTOCOL.md` §7.
+//! (phase 1) and its commit or rollback (phase 2), as in the reference client's
+//! [`xa.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/client/dtmcli/xa.go).
 //!
 //! The XA id of a branch is `<gid>-<branch_id>`. XA statements take no bind parameters, so the
 //! id is written into the statement text; [`Xid::new`] refuses ids that would need escaping.

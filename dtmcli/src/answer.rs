@@ -1,6 +1,6 @@
 //! How an HTTP answer is read as SUCCESS / FAILURE / ONGOING / error.
 //!
-//! These are the reference client's rules (`../shared/PROTOCOL.md` §3.4), which the DTM server
+//! These are the reference client's rules ([`dtmcli/utils.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/client/dtmcli/utils.go)), which the DTM server
 //! applies to branch answers too:
 //! 1. status 425, or a body containing `ONGOING` → ONGOING;
 //! 2. status 409, or a body containing `FAILURE` → FAILURE;

@@ -1,5 +1,5 @@
 //! `tonic::Status` for errors and results, so that a gRPC branch answers DTM the way it reads
-//! answers (`../shared/PROTOCOL.md` §3.4, §4.4): `FAILURE` → `Aborted`, `ONGOING` →
+//! answers ([`dtmgrpc/type.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/client/dtmgrpc/type.go)): `FAILURE` → `Aborted`, `ONGOING` →
 //! `FailedPrecondition`, anything else → a code DTM retries.
 
 use crate::{DtmResult, Error};

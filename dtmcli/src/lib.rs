@@ -35,7 +35,7 @@
 //! # Ok(()) }
 //! ```
 
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod options;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The options of a global transaction (`../shared/PROTOCOL.md` §2.1).
+/// The options of a global transaction ([`TransOptions`](https://github.com/dtm-labs/dtm/blob/v1.19.0/client/dtmcli/dtmimp/trans_base.go)).
 ///
 /// Times are whole seconds, as on the wire; `0` means "the server's default". The transaction
 /// builders take [`Duration`]s and round them up to whole seconds.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::{BranchStatus, GlobalStatus, Op, TransType};
 
-/// A global transaction as the server stores it (`../shared/PROTOCOL.md` §2.5).
+/// A global transaction as the server stores it ([`storage/trans.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/dtmsvr/storage/trans.go)).
 ///
 /// SQL stores keep fewer fields than boltdb/redis (no steps, payloads or flattened options),
 /// so only the fields below are read.

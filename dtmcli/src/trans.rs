@@ -9,7 +9,7 @@ use crate::{DtmClient, GlobalCalls, Protocol, Result, TransOptions, TransType};
 /// One saga or msg step on the wire: `{"action": URL, "compensate": URL}`.
 pub(crate) type Step = BTreeMap<&'static str, String>;
 
-/// The JSON body of `prepare` / `submit` / `abort` (`../shared/PROTOCOL.md` §2.1).
+/// The JSON body of `prepare` / `submit` / `abort` ([`trans_class.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/dtmsvr/trans_class.go)).
 #[derive(Debug, Serialize)]
 pub(crate) struct TransBody<'a> {
     pub(crate) gid: &'a str,

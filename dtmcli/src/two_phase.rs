@@ -21,7 +21,7 @@ pub trait TwoPhaseMsg: Send {
 }
 
 /// Checks a message's query URL: an empty one would make the server treat the prepared message
-/// as committed (`../shared/PROTOCOL.md` §2.1).
+/// as committed ([`trans_type_msg.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/dtmsvr/trans_type_msg.go)).
 #[doc(hidden)]
 pub fn query_url(url: String) -> Result<String> {
     if url.trim().is_empty() {
@@ -34,7 +34,7 @@ pub fn query_url(url: String) -> Result<String> {
 }
 
 /// Prepares `msg`, runs the local work `busi`, then submits or drops the message according to
-/// the outcome (`../shared/PROTOCOL.md` §6):
+/// the outcome ([`trans_msg.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/client/dtmcli/trans_msg.go)):
 ///
 /// - `busi` succeeded → submit;
 /// - `busi` answered [`Error::Failure`] → abort (the message is dropped);

@@ -32,7 +32,7 @@ pub struct Xa {
     inner: Arc<OpenTrans>,
 }
 
-/// The body of `registerBranch` for an XA branch (`../shared/PROTOCOL.md` §1.3.6).
+/// The body of `registerBranch` for an XA branch ([`api_http.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/dtmsvr/api_http.go)).
 #[derive(Debug, Serialize)]
 struct RegisterXaBranch<'a> {
     gid: &'a str,

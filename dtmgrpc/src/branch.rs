@@ -6,7 +6,7 @@ use dtmcli::{BranchInfo, Error, Result};
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 
 /// The metadata keys that carry the transaction info of a branch call
-/// (`../shared/PROTOCOL.md` §4.3, §4.5).
+/// ([`dtmgimp/types.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/client/dtmgrpc/dtmgimp/types.go)).
 pub mod keys {
     /// The prefix of every key: `dtm-`.
     pub const PREFIX: &str = dtmcli::BRANCH_INFO_PREFIX;

@@ -5,7 +5,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
 /// A tonic [`Codec`] whose messages are the encoded bytes themselves, like the DTM server's
-/// `dtm_raw` codec (`../shared/PROTOCOL.md` §4.3).
+/// `dtm_raw` codec ([`trans_status.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/dtmsvr/trans_status.go)).
 ///
 /// The SDK calls branches with it (the payload is already protobuf-encoded); use it to call a
 /// method whose message type you do not have, or to serve one that takes any payload:

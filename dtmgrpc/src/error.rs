@@ -108,7 +108,7 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// What a gRPC status means in the protocol (`../shared/PROTOCOL.md` §3.4): OK → SUCCESS;
+/// What a gRPC status means in the protocol ([`dtmgrpc/type.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/client/dtmgrpc/type.go)): OK → SUCCESS;
 /// `Aborted` → FAILURE (ONGOING when the message is exactly `ONGOING`, the legacy form);
 /// `FailedPrecondition` → ONGOING; any other code → `None` (an ordinary error).
 pub fn result_of(status: &tonic::Status) -> Option<DtmResult> {

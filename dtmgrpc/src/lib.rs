@@ -46,7 +46,7 @@
 //! Features: `server` (default) enables tonic's server in the re-exported [`tonic`], to serve
 //! branches; `tls` enables TLS (rustls with the system's roots) for `https://` addresses.
 
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod trans;
 

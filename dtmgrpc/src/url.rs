@@ -1,4 +1,4 @@
-//! gRPC branch URLs: `host:port/package.Service/Method` (`../shared/PROTOCOL.md` §4.2).
+//! gRPC branch URLs: `host:port/package.Service/Method` ([`trans_status.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/dtmsvr/trans_status.go)).
 
 use std::fmt;
 use std::str::FromStr;
