@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use busi::{Bank, Ledger, TransferReq, INITIAL_BALANCE};
-use dtm_barrier::MsgBarrierExt;
 use dtmcli::DtmClient;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::Sqlite;
@@ -120,19 +119,14 @@ async fn main() -> anyhow::Result<()> {
     //    DTM would ask QueryPreparedB whether the local transaction committed.
     let gid = dtm.new_gid().await?;
     let mut msg = dtm.msg(&gid).add(b.url("TransIn", ""), &req);
-    let from = req.from.clone();
-    msg.do_and_submit_db(b.url("QueryPreparedB", ""), b.barrier(), move |tx| {
-        Box::pin(async move {
-            let done = Sqlite::adjust(&mut **tx, &from, -30, true)
-                .await
-                .map_err(dtmcli::Error::other)?;
-            if !done {
-                return Err(dtmcli::Error::failure("insufficient balance"));
+    b.barrier()
+        .do_and_submit(&mut msg, b.url("QueryPreparedB", ""), async |conn| {
+            if !Sqlite::adjust(conn, &req.from, -30, true).await? {
+                return Err(dtm_barrier::Error::failure("insufficient balance"));
             }
             Ok(())
         })
-    })
-    .await?;
+        .await?;
     report("msg (DoAndSubmit)", &dtm, &gid, b).await?;
 
     let (alice, bob) = (b.balance("alice").await, b.balance("bob").await);

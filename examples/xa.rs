@@ -18,7 +18,7 @@ mod busi;
 use anyhow::{bail, Context};
 use axum::extract::State;
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
 use busi::{Ledger, INITIAL_BALANCE};
 use dtm_barrier::{Barrier, XaDatabase};
 use dtmcli::{BranchInfo, DtmClient, DtmResult, Error, GlobalStatus, Op};
@@ -50,26 +50,20 @@ async fn transfer<DB: Ledger + XaDatabase>(
     State(rm): State<Rm<DB>>,
     info: BranchInfo,
     body: axum::body::Bytes,
-) -> Result<DtmResult, Error> {
+) -> Result<DtmResult, dtm_barrier::Error> {
     if matches!(info.op, Op::Commit | Op::Rollback) {
         rm.barrier.xa_phase2(&info).await?;
         return Ok(DtmResult::Success);
     }
-    let Json(m): Json<Move> = Json::from_bytes(&body).map_err(Error::other)?;
+    let m: Move = serde_json::from_slice(&body)
+        .map_err(|e| Error::InvalidArgument(format!("move body: {e}")))?;
     rm.barrier
-        .xa_local(&rm.dtm, &info, move |conn| {
-            Box::pin(async move {
-                if !DB::adjust(conn, &m.account, m.delta, true)
-                    .await
-                    .map_err(Error::other)?
-                {
-                    return Err(Error::failure(format!(
-                        "insufficient balance in {}",
-                        m.account
-                    )));
-                }
-                Ok::<_, Error>(())
-            })
+        .xa_local(&rm.dtm, &info, async |conn| {
+            if !DB::adjust(conn, &m.account, m.delta, true).await? {
+                let why = format!("insufficient balance in {}", m.account);
+                return Err(dtm_barrier::Error::failure(why));
+            }
+            Ok(())
         })
         .await?;
     Ok(DtmResult::Success)

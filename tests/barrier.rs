@@ -8,7 +8,6 @@ mod support;
 
 use std::time::Duration;
 
-use dtm_barrier::MsgBarrierExt;
 use dtmcli::{DtmClient, Error, GlobalStatus, Op};
 use support::busi::{Bank, Ledger, TransferReq, INITIAL_BALANCE};
 use support::{accounts, client, new_gid, status_of, wait_status, F, P, S};
@@ -301,16 +300,13 @@ async fn do_and_submit<DB: Ledger>(
     let barrier = bank.barrier().clone();
     let query = bank.url("QueryPreparedB", "");
     bank.run(async move {
-        msg.do_and_submit_db(query, &barrier, move |tx| {
-            Box::pin(async move {
-                let done = DB::adjust(&mut **tx, &req.from, -req.amount, true)
-                    .await
-                    .map_err(Error::other)?;
-                assert!(done);
-                outcome
+        barrier
+            .do_and_submit(&mut msg, query, async |conn| {
+                assert!(DB::adjust(conn, &req.from, -req.amount, true).await?);
+                Ok(outcome?)
             })
-        })
-        .await
+            .await
+            .map_err(Error::from)
     })
     .await
 }

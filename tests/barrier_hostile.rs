@@ -64,10 +64,9 @@ async fn run<DB: BarrierDatabase>(
 ) -> Result<(), Error> {
     barrier
         .branch(info)
-        .call(|_tx| {
-            // The closure is called only when the barrier lets the business code run.
+        .call(async |_conn| {
             ran.fetch_add(1, Ordering::SeqCst);
-            Box::pin(async { Ok::<_, Error>(()) })
+            Ok::<_, Error>(())
         })
         .await?;
     Ok(())

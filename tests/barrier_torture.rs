@@ -286,13 +286,9 @@ async fn custom_table<DB: Ledger>(pool: Pool<DB>, table: &str) {
     let run = || async {
         barrier
             .branch(info.clone())
-            .call(|tx| {
-                Box::pin(async move {
-                    let done = DB::adjust(&mut **tx, "custom-table", 1, true)
-                        .await
-                        .map_err(dtm_barrier::Error::Database)?;
-                    Ok::<_, dtm_barrier::Error>(done)
-                })
+            .call(async |conn| {
+                let done = DB::adjust(conn, "custom-table", 1, true).await?;
+                Ok::<_, dtm_barrier::Error>(done)
             })
             .await
     };

@@ -9,7 +9,7 @@ mod support;
 
 use std::sync::{Arc, OnceLock};
 
-use dtm_barrier::{Barrier, BarrierTx, MsgBarrierExt};
+use dtm_barrier::{Barrier, BarrierTx};
 use dtmcli::{Error, GlobalStatus};
 use dtmgrpc::tonic::{Request, Status};
 use grpc_support::busi::BusiReq;
@@ -158,16 +158,13 @@ async fn do_and_submit<DB: GrpcBank>(query_first: bool) {
                 .msg(&g)
                 .add(url::<DB>("TransIn"), &r)
                 .retry_interval(std::time::Duration::from_secs(1));
-            msg.do_and_submit_db(query, &barrier, move |tx| {
-                Box::pin(async move {
-                    let done = DB::adjust(&mut **tx, &account, -amount, true)
-                        .await
-                        .map_err(Error::other)?;
-                    assert!(done);
+            barrier
+                .do_and_submit(&mut msg, query, async |conn| {
+                    assert!(DB::adjust(conn, &account, -amount, true).await?);
                     Ok(())
                 })
-            })
-            .await
+                .await
+                .map_err(Error::from)
         })
         .await;
     if query_first {

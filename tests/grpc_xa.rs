@@ -45,16 +45,14 @@ async fn handle<DB: Ledger + XaDatabase>(
     };
     let fail = req.results.get(&method).is_some_and(|r| r == "FAILURE");
     barrier
-        .xa_local(&dtm, &info, move |conn| {
-            Box::pin(async move {
-                let done = DB::adjust(conn, &account, delta, true)
-                    .await
-                    .map_err(Error::other)?;
-                if !done || fail {
-                    return Err(Error::failure(format!("{account} refused the transfer")));
-                }
-                Ok::<_, Error>(())
-            })
+        .xa_local(&dtm, &info, async |conn| {
+            let done = DB::adjust(conn, &account, delta, true)
+                .await
+                .map_err(Error::other)?;
+            if !done || fail {
+                return Err(Error::failure(format!("{account} refused the transfer")));
+            }
+            Ok::<_, Error>(())
         })
         .await?;
     Ok(())

@@ -290,19 +290,17 @@ async fn xa_branch<DB: Ledger>(
                 .map_err(|e| Error::InvalidArgument(format!("XA action body: {e}")))?;
             route
                 .barrier
-                .xa_local(&route.dtm, &info, |conn| {
-                    Box::pin(async move {
-                        let rows = DB::adjust(conn, &req.user_id, req.amount)
-                            .await
-                            .map_err(Error::other)?;
-                        if rows != 1 {
-                            return Err(Error::other(format!("no account {}", req.user_id)));
-                        }
-                        if req.result == "FAILURE" {
-                            return Err(Error::failure(SCRIPTED_FAILURE));
-                        }
-                        Ok(())
-                    })
+                .xa_local(&route.dtm, &info, async |conn| {
+                    let rows = DB::adjust(conn, &req.user_id, req.amount)
+                        .await
+                        .map_err(Error::other)?;
+                    if rows != 1 {
+                        return Err(Error::other(format!("no account {}", req.user_id)));
+                    }
+                    if req.result == "FAILURE" {
+                        return Err(Error::failure(SCRIPTED_FAILURE));
+                    }
+                    Ok(())
                 })
                 .await?;
         }
@@ -626,8 +624,8 @@ async fn xa_gid_with_quote_is_refused<DB: Ledger>() {
         phase2_url: Some(url.clone()),
     };
     let err = barrier
-        .xa_local(&client(), &info, |_conn| {
-            Box::pin(async { Err::<(), _>(Error::other("the business code ran")) })
+        .xa_local(&client(), &info, async |_conn| {
+            Err::<(), _>(Error::other("the business code ran"))
         })
         .await
         .unwrap_err();

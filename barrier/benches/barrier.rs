@@ -287,11 +287,9 @@ fn bench_database<DB: BenchDb>(c: &mut Criterion, rt: &Runtime, pool: Pool<DB>) 
             let branch = barrier.branch(branch_info(next_gid()));
             async move {
                 let done = branch
-                    .call(|tx| {
-                        Box::pin(async move {
-                            let affected = DB::add_one(tx, next_row()).await?;
-                            Ok::<_, dtm_barrier::Error>(affected)
-                        })
+                    .call(async |conn| {
+                        let affected = DB::add_one(conn, next_row()).await?;
+                        Ok::<_, dtm_barrier::Error>(affected)
                     })
                     .await;
                 assert!(matches!(done, Ok(Some(1))), "{done:?}");

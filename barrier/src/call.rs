@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use dtmcli::{BranchInfo, DtmResult, Op, TransType, QUERY_PREPARED_BRANCH_ID};
-use futures_util::future::BoxFuture;
 use sqlx::{Pool, Transaction};
 
 use crate::dialect::{BarrierDatabase, Dialect, Row, TableName};
@@ -47,12 +46,12 @@ const REASON_ROLLBACK: &str = "rollback";
 /// barrier.create_table().await?; // once, at start-up
 /// let applied = barrier
 ///     .branch(info)
-///     .call(|tx| Box::pin(async move {
+///     .call(async |conn| {
 ///         sqlx::query("update account set balance = balance - 30 where id = 1")
-///             .execute(&mut **tx)
+///             .execute(&mut *conn)
 ///             .await?;
 ///         Ok::<_, dtm_barrier::Error>(())
-///     }))
+///     })
 ///     .await?;
 /// // applied is None when the barrier skipped the business code.
 /// # Ok(()) }
@@ -381,9 +380,6 @@ impl<DB: BarrierDatabase> fmt::Debug for BranchBarrier<DB> {
     }
 }
 
-/// A business closure run inside the barrier's local transaction.
-pub type Business<'c, T, E> = BoxFuture<'c, Result<T, E>>;
-
 impl<DB: BarrierDatabase> BranchBarrier<DB> {
     /// The branch info.
     pub fn info(&self) -> &BranchInfo {
@@ -402,13 +398,20 @@ impl<DB: BarrierDatabase> BranchBarrier<DB> {
 
     /// Runs `business` in a new local transaction guarded by the barrier.
     ///
+    /// `business` is an async closure that gets the transaction's connection (`&mut
+    /// DB::Connection`, an sqlx executor as `&mut *conn`) and may borrow from the caller; with
+    /// `E` = [`Error`] (or any error type with `From<Error>` and `From<sqlx::Error>`), `?`
+    /// works on sqlx calls.
+    ///
     /// Returns `Ok(Some(value))` when the business code ran and the transaction committed,
     /// `Ok(None)` when the barrier skipped it (duplicate, null compensation, hanging; the
     /// barrier rows are committed). A business error rolls back and is returned as is; a
     /// database error rolls back and is returned through `E: From<Error>`.
-    pub async fn call<T, E, F>(&self, business: F) -> Result<Option<T>, E>
+    pub async fn call<T, E>(
+        &self,
+        business: impl AsyncFnOnce(&mut DB::Connection) -> Result<T, E>,
+    ) -> Result<Option<T>, E>
     where
-        F: for<'c> FnOnce(&'c mut Transaction<'static, DB>) -> Business<'c, T, E>,
         E: From<Error>,
     {
         let id = self.next_barrier_id();
@@ -417,7 +420,7 @@ impl<DB: BarrierDatabase> BranchBarrier<DB> {
             tx.commit().await.map_err(Error::from)?;
             return Ok(None);
         }
-        let value = business(&mut tx).await?; // an error drops `tx`: rollback
+        let value = business(&mut *tx).await?; // an error drops `tx`: rollback
         tx.commit().await.map_err(Error::from)?;
         Ok(Some(value))
     }

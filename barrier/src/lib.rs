@@ -15,8 +15,14 @@
 //!   handlers get the open transaction with the [`BarrierTx`] extractor. With the `tonic`
 //!   feature the same layer wraps a tonic server (`Grpc` transport; handlers use
 //!   `BarrierTx::from_grpc`).
-//! - [`MsgBarrierExt::do_and_submit_db`]: a two-phase message (HTTP or gRPC) whose local work
-//!   is guarded by the barrier.
+//! - [`Barrier::do_and_submit`]: a two-phase message (HTTP or gRPC) whose local work is
+//!   guarded by the barrier.
+//!
+//! Business code is an async closure over the local transaction's connection, the same shape
+//! everywhere (`call`, `do_and_submit`, `xa_local`): it may borrow from the caller, uses the
+//! connection as sqlx expects (`.execute(&mut *conn)`), and `?` works on sqlx errors.
+//! [`Error`] is also a response (axum `IntoResponse`; with `tonic`, `Into<tonic::Status>`), so
+//! handlers return one error type.
 //! - `Barrier::xa_local` / `Barrier::xa_phase2` (features `mysql` / `postgres`): the local
 //!   branch of an XA transaction on MySQL/MariaDB and PostgreSQL.
 
@@ -31,7 +37,7 @@ mod msg;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 mod xa;
 
-pub use call::{Barrier, BranchBarrier, Business, Decision};
+pub use call::{Barrier, BranchBarrier, Decision};
 #[doc(hidden)]
 pub use dialect::Row;
 pub use dialect::{BarrierDatabase, Dialect, TableName, DEFAULT_SQLITE_TABLE, DEFAULT_TABLE};
@@ -43,6 +49,5 @@ pub use layer::{
     BarrierLayer, BarrierService, BarrierTx, BarrierTxRejection, BodyError, Http, Transport,
     TxGuard, DEFAULT_BODY_LIMIT,
 };
-pub use msg::MsgBarrierExt;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 pub use xa::{XaDatabase, XaStep, Xid};

@@ -12,7 +12,6 @@ use dtmcli::{BranchInfo, Op, TransType, XaRegistrar};
 use futures_util::future::BoxFuture;
 use sqlx::pool::PoolConnection;
 
-use crate::call::Business;
 use crate::dialect::Row;
 use crate::{Barrier, BarrierDatabase, Error};
 
@@ -331,27 +330,25 @@ impl<DB: XaDatabase> Barrier<DB> {
     /// Answer the phase-2 calls of the same URL with [`Barrier::xa_phase2`].
     ///
     /// ```no_run
-    /// # async fn demo(barrier: dtm_barrier::Barrier<sqlx::MySql>, dtm: dtmcli::DtmClient, info: dtmcli::BranchInfo) -> dtmcli::Result<()> {
+    /// # async fn demo(barrier: dtm_barrier::Barrier<sqlx::MySql>, dtm: dtmcli::DtmClient, info: dtmcli::BranchInfo) -> Result<(), dtm_barrier::Error> {
     /// barrier
-    ///     .xa_local(&dtm, &info, |conn| Box::pin(async move {
+    ///     .xa_local(&dtm, &info, async |conn| {
     ///         sqlx::query("update account set balance = balance + 30 where id = 2")
     ///             .execute(&mut *conn)
-    ///             .await
-    ///             .map_err(dtmcli::Error::other)?;
-    ///         Ok::<_, dtmcli::Error>(())
-    ///     }))
+    ///             .await?;
+    ///         Ok::<_, dtm_barrier::Error>(())
+    ///     })
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub async fn xa_local<R, T, E, F>(
+    pub async fn xa_local<R, T, E>(
         &self,
         dtm: &R,
         info: &BranchInfo,
-        business: F,
+        business: impl AsyncFnOnce(&mut DB::Connection) -> Result<T, E>,
     ) -> Result<T, E>
     where
         R: XaRegistrar,
-        F: for<'c> FnOnce(&'c mut DB::Connection) -> Business<'c, T, E>,
         E: From<Error>,
     {
         if info.trans_type != TransType::Xa || info.op != Op::Action {

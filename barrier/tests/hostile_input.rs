@@ -120,14 +120,13 @@ fn query(pairs: &[(String, String)]) -> String {
 }
 
 /// The handler writes one note per call, in the barrier's transaction.
-async fn handler(tx: BarrierTx<Sqlite>) -> Result<DtmResult, dtmcli::Error> {
+async fn handler(tx: BarrierTx<Sqlite>) -> Result<DtmResult, dtm_barrier::Error> {
     let gid = tx.branch().info().gid.clone();
-    let mut tx = tx.lock().await?;
+    let mut conn = tx.lock().await?;
     sqlx::query("insert into note(gid) values (?)")
         .bind(gid)
-        .execute(&mut **tx)
-        .await
-        .map_err(dtmcli::Error::other)?;
+        .execute(&mut *conn)
+        .await?;
     Ok(DtmResult::Success)
 }
 
@@ -135,8 +134,8 @@ async fn handler(tx: BarrierTx<Sqlite>) -> Result<DtmResult, dtmcli::Error> {
 async fn query_prepared(
     axum::extract::State(barrier): axum::extract::State<Barrier<Sqlite>>,
     info: BranchInfo,
-) -> Result<DtmResult, dtmcli::Error> {
-    Ok(barrier.query_prepared(&info.gid).await?)
+) -> Result<DtmResult, dtm_barrier::Error> {
+    barrier.query_prepared(&info.gid).await
 }
 
 async fn setup() -> (SqlitePool, Router, Router) {

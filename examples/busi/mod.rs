@@ -24,9 +24,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
-use dtm_barrier::{Barrier, BarrierDatabase, BarrierLayer, BarrierTx};
+use dtm_barrier::{Barrier, BarrierDatabase, BarrierLayer, BarrierTx, Error as BarrierError};
 use dtmcli::{BranchInfo, DtmClient, DtmResult, Error, Op, Tcc};
-use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sqlx::Pool;
 
@@ -61,71 +60,62 @@ impl TransferReq {
 /// The account table, per database. Every statement binds its values.
 pub trait Ledger: BarrierDatabase {
     /// Creates `busi_account` if missing.
-    fn create_accounts(pool: &Pool<Self>) -> BoxFuture<'_, sqlx::Result<()>>;
+    fn create_accounts(pool: &Pool<Self>) -> impl Future<Output = sqlx::Result<()>> + Send;
     /// Adds `delta` to `account` (created on first use); `false` if `check` is set and the
     /// balance would go negative.
-    fn adjust<'c>(
-        conn: &'c mut Self::Connection,
-        account: &'c str,
+    fn adjust(
+        conn: &mut Self::Connection,
+        account: &str,
         delta: i64,
         check: bool,
-    ) -> BoxFuture<'c, sqlx::Result<bool>>;
+    ) -> impl Future<Output = sqlx::Result<bool>> + Send;
     /// The balance of `account`, `None` if it was never used.
-    fn balance<'c>(
-        pool: &'c Pool<Self>,
-        account: &'c str,
-    ) -> BoxFuture<'c, sqlx::Result<Option<i64>>>;
+    fn balance(
+        pool: &Pool<Self>,
+        account: &str,
+    ) -> impl Future<Output = sqlx::Result<Option<i64>>> + Send;
 }
 
 macro_rules! ledger {
     ($db:ty, $ensure:literal, $update:literal, $select:literal) => {
         impl Ledger for $db {
-            fn create_accounts(pool: &Pool<Self>) -> BoxFuture<'_, sqlx::Result<()>> {
-                Box::pin(async move {
-                    sqlx::query(
-                        "create table if not exists busi_account \
-                         (account varchar(128) primary key, balance bigint not null)",
-                    )
-                    .execute(pool)
-                    .await?;
-                    Ok(())
-                })
+            async fn create_accounts(pool: &Pool<Self>) -> sqlx::Result<()> {
+                sqlx::query(
+                    "create table if not exists busi_account \
+                     (account varchar(128) primary key, balance bigint not null)",
+                )
+                .execute(pool)
+                .await?;
+                Ok(())
             }
 
-            fn adjust<'c>(
-                conn: &'c mut Self::Connection,
-                account: &'c str,
+            async fn adjust(
+                conn: &mut Self::Connection,
+                account: &str,
                 delta: i64,
                 check: bool,
-            ) -> BoxFuture<'c, sqlx::Result<bool>> {
-                Box::pin(async move {
-                    sqlx::query($ensure)
-                        .bind(account)
-                        .bind(INITIAL_BALANCE)
-                        .execute(&mut *conn)
-                        .await?;
-                    let floor = if check { 0 } else { i64::MIN / 2 };
-                    let done = sqlx::query($update)
-                        .bind(delta)
-                        .bind(account)
-                        .bind(delta)
-                        .bind(floor)
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(done.rows_affected() == 1)
-                })
+            ) -> sqlx::Result<bool> {
+                sqlx::query($ensure)
+                    .bind(account)
+                    .bind(INITIAL_BALANCE)
+                    .execute(&mut *conn)
+                    .await?;
+                let floor = if check { 0 } else { i64::MIN / 2 };
+                let done = sqlx::query($update)
+                    .bind(delta)
+                    .bind(account)
+                    .bind(delta)
+                    .bind(floor)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(done.rows_affected() == 1)
             }
 
-            fn balance<'c>(
-                pool: &'c Pool<Self>,
-                account: &'c str,
-            ) -> BoxFuture<'c, sqlx::Result<Option<i64>>> {
-                Box::pin(async move {
-                    sqlx::query_scalar($select)
-                        .bind(account)
-                        .fetch_optional(pool)
-                        .await
-                })
+            async fn balance(pool: &Pool<Self>, account: &str) -> sqlx::Result<Option<i64>> {
+                sqlx::query_scalar($select)
+                    .bind(account)
+                    .fetch_optional(pool)
+                    .await
             }
         }
     };
@@ -294,60 +284,55 @@ impl<DB: Ledger> Bank<DB> {
     }
 
     /// The business change of a barrier-protected route: which account moves by how much.
-    fn transfer(
+    async fn transfer(
         &self,
         route: &'static str,
         tx: BarrierTx<DB>,
         body: Bytes,
-    ) -> BoxFuture<'static, Result<DtmResult, Error>> {
-        Box::pin(async move {
-            let req: TransferReq = serde_json::from_slice(&body)
-                .map_err(|e| Error::InvalidArgument(format!("transfer body: {e}")))?;
-            if req.amount <= 0 {
-                return Err(Error::failure(format!(
-                    "amount must be positive, got {}",
-                    req.amount
-                )));
-            }
-            let (account, delta) = match route {
-                "TransOut" | "TransOutTry" => (req.from, -req.amount),
-                "TransOutCompensate" | "TransOutCancel" => (req.from, req.amount),
-                "TransIn" | "TransInConfirm" => (req.to, req.amount),
-                "TransInCompensate" => (req.to, -req.amount),
-                // TransInTry reserves nothing; TransOutConfirm keeps what the try took;
-                // TransInCancel has nothing to undo; the nested branch's own confirm and
-                // cancel leave the work to its sub-branch.
-                _ => return Ok(DtmResult::Success),
-            };
-            let forward = !(route.ends_with("Compensate") || route.ends_with("Cancel"));
-            let mut guard = tx.lock().await?;
-            let conn: &mut DB::Connection = &mut guard;
-            let done = DB::adjust(conn, &account, delta, forward)
-                .await
-                .map_err(Error::other)?;
-            if !done {
-                return Err(Error::failure(format!("insufficient balance in {account}")));
-            }
-            Ok(DtmResult::Success)
-        })
+    ) -> Result<DtmResult, BarrierError> {
+        let req: TransferReq = serde_json::from_slice(&body)
+            .map_err(|e| Error::InvalidArgument(format!("transfer body: {e}")))?;
+        if req.amount <= 0 {
+            return Err(BarrierError::failure(format!(
+                "amount must be positive, got {}",
+                req.amount
+            )));
+        }
+        let (account, delta) = match route {
+            "TransOut" | "TransOutTry" => (req.from, -req.amount),
+            "TransOutCompensate" | "TransOutCancel" => (req.from, req.amount),
+            "TransIn" | "TransInConfirm" => (req.to, req.amount),
+            "TransInCompensate" => (req.to, -req.amount),
+            // TransInTry reserves nothing; TransOutConfirm keeps what the try took;
+            // TransInCancel has nothing to undo; the nested branch's own confirm and
+            // cancel leave the work to its sub-branch.
+            _ => return Ok(DtmResult::Success),
+        };
+        let forward = !(route.ends_with("Compensate") || route.ends_with("Cancel"));
+        let mut conn = tx.lock().await?;
+        if !DB::adjust(&mut conn, &account, delta, forward).await? {
+            return Err(BarrierError::failure(format!(
+                "insufficient balance in {account}"
+            )));
+        }
+        Ok(DtmResult::Success)
     }
 
     /// Two barrier-protected local transactions in one handler (barrier ids 01 and 02), with
     /// the plain API: half of the amount each.
-    async fn trans_in_twice(&self, info: BranchInfo, body: &[u8]) -> Result<DtmResult, Error> {
+    async fn trans_in_twice(
+        &self,
+        info: BranchInfo,
+        body: &[u8],
+    ) -> Result<DtmResult, BarrierError> {
         let req: TransferReq = serde_json::from_slice(body)
             .map_err(|e| Error::InvalidArgument(format!("transfer body: {e}")))?;
         let branch = self.barrier.branch(info);
         for part in [req.amount - req.amount / 2, req.amount / 2] {
-            let to = req.to.clone();
             branch
-                .call(|tx| {
-                    Box::pin(async move {
-                        DB::adjust(tx, &to, part, false)
-                            .await
-                            .map_err(Error::other)?;
-                        Ok::<_, Error>(())
-                    })
+                .call(async |conn| {
+                    DB::adjust(conn, &req.to, part, false).await?;
+                    Ok::<_, BarrierError>(())
                 })
                 .await?;
         }
@@ -431,10 +416,7 @@ pub fn router<DB: Ledger>(bank: Bank<DB>) -> Router {
             "/QueryPreparedB",
             any(
                 |State(bank): State<Bank<DB>>, info: BranchInfo| async move {
-                    bank.barrier
-                        .query_prepared(&info.gid)
-                        .await
-                        .map_err(dtmcli::Error::from)
+                    bank.barrier.query_prepared(&info.gid).await
                 },
             ),
         );

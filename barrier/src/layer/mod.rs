@@ -111,14 +111,14 @@ pub trait Transport: Send + Sync + 'static {
 ///
 /// ```no_run
 /// use axum::{routing::post, Router};
-/// use dtm_barrier::{Barrier, BarrierLayer, BarrierTx};
-/// use dtmcli::{DtmResult, Error};
+/// use dtm_barrier::{Barrier, BarrierLayer, BarrierTx, Error};
+/// use dtmcli::DtmResult;
 /// use sqlx::Sqlite;
 ///
 /// async fn trans_out(tx: BarrierTx<Sqlite>) -> Result<DtmResult, Error> {
-///     let mut tx = tx.lock().await?;
+///     let mut conn = tx.lock().await?;
 ///     sqlx::query("update account set balance = balance - 30 where id = 1")
-///         .execute(&mut **tx).await.map_err(Error::other)?;
+///         .execute(&mut *conn).await?;
 ///     Ok(DtmResult::Success)
 /// }
 ///
@@ -407,11 +407,11 @@ mod tests {
         calls.0.fetch_add(1, Ordering::SeqCst);
         let gid = tx.branch().info().gid.clone();
         {
-            let mut tx = tx.lock().await.unwrap();
+            let mut conn = tx.lock().await.unwrap();
             sqlx::query("insert into note values (?, ?)")
                 .bind(&gid)
                 .bind(&body)
-                .execute(&mut **tx)
+                .execute(&mut *conn)
                 .await
                 .unwrap();
         }

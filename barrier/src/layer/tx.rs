@@ -18,16 +18,15 @@ use crate::{BarrierDatabase, BranchBarrier, Error};
 /// commits when the handler answers 2xx and rolls back otherwise.
 ///
 /// ```no_run
-/// use dtm_barrier::BarrierTx;
-/// use dtmcli::{DtmResult, Error};
+/// use dtm_barrier::{BarrierTx, Error};
+/// use dtmcli::DtmResult;
 /// use sqlx::Sqlite;
 ///
 /// async fn trans_in(tx: BarrierTx<Sqlite>) -> Result<DtmResult, Error> {
-///     let mut tx = tx.lock().await?;
+///     let mut conn = tx.lock().await?;
 ///     sqlx::query("update account set balance = balance + 30 where id = 2")
-///         .execute(&mut **tx)
-///         .await
-///         .map_err(Error::other)?;
+///         .execute(&mut *conn)
+///         .await?; // a database error rolls back and answers 500: DTM retries
 ///     Ok(DtmResult::Success)
 /// }
 /// ```
@@ -54,14 +53,16 @@ impl<DB: BarrierDatabase> fmt::Debug for BarrierTx<DB> {
 }
 
 impl<DB: BarrierDatabase> BarrierTx<DB> {
-    /// Locks the transaction for use (`&mut **guard` is an executor).
+    /// Locks the transaction for use: the guard derefs to its connection, so
+    /// `.execute(&mut *conn)` runs a statement in it, as with an sqlx `Transaction`.
     ///
     /// Fails with [`Error::TransactionClosed`] only if used after the request ended.
     pub async fn lock(&self) -> Result<TxGuard<DB>, Error> {
         // An owned guard keeps the future free of borrowed lifetimes, so that handlers
         // generic over the database stay `Send`.
         let guard = Arc::clone(&self.tx).lock_owned().await;
-        OwnedMutexGuard::try_map(guard, Option::as_mut).map_err(|_| Error::TransactionClosed)
+        OwnedMutexGuard::try_map(guard, |tx| tx.as_mut().map(|tx| &mut **tx))
+            .map_err(|_| Error::TransactionClosed)
     }
 
     /// The branch barrier of this request, for more protected local transactions in the same
@@ -71,9 +72,9 @@ impl<DB: BarrierDatabase> BarrierTx<DB> {
     }
 }
 
-/// The locked transaction of a [`BarrierTx`]; it derefs to the sqlx [`Transaction`].
+/// The locked transaction of a [`BarrierTx`]; it derefs to the transaction's connection.
 pub type TxGuard<DB> =
-    OwnedMappedMutexGuard<Option<Transaction<'static, DB>>, Transaction<'static, DB>>;
+    OwnedMappedMutexGuard<Option<Transaction<'static, DB>>, <DB as sqlx::Database>::Connection>;
 
 impl<DB: BarrierDatabase> BarrierTx<DB> {
     /// The handle the layer put into a request, or why there is none (logged: a missing layer
