@@ -747,4 +747,110 @@ mod tests {
             "{logs}"
         );
     }
+
+    /// A handler in the shape the README shows: `dtm_barrier::Error` as its error, `?` on sqlx.
+    async fn insert_then_fail(tx: BarrierTx<Sqlite>) -> Result<DtmResult, Error> {
+        let gid = tx.branch().info().gid.clone();
+        let mut conn = tx.lock().await?;
+        sqlx::query("insert into note values (?, 'before the failure')")
+            .bind(&gid)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("insert into no_such_table values (1)")
+            .execute(&mut *conn)
+            .await?;
+        Ok(DtmResult::Success)
+    }
+
+    #[tokio::test]
+    async fn question_mark_on_a_failing_sqlx_call_rolls_back_and_answers_500() {
+        let pool = pool().await;
+        let app = Router::new()
+            .route("/op", post(insert_then_fail))
+            .layer(BarrierLayer::new(Barrier::new(pool.clone())));
+        let (status, body) = call(&app, &q("g15", "01", "action"), "").await;
+        assert_eq!(status, 500, "{body}");
+        assert!(body.contains("no_such_table"), "{body}");
+        assert!(!body.contains("FAILURE") && !body.contains("ONGOING"), "{body}");
+        assert_eq!(count(&pool, "note", "g15").await, 0, "rolled back");
+        assert_eq!(count(&pool, "dtm_barrier", "g15").await, 0, "barrier row too");
+    }
+
+    /// DTM's routes in a router of their own behind the layer, nested beside ordinary routes:
+    /// the barrier never sees the ordinary ones.
+    #[tokio::test]
+    async fn ordinary_routes_beside_a_barrier_router_are_untouched() {
+        let pool = pool().await;
+        let calls = Calls::default();
+        let branches = Router::new()
+            .route("/TransOut", post(handler))
+            .layer(BarrierLayer::new(Barrier::new(pool.clone())));
+        let app: Router = Router::new()
+            .route("/health", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/orders/{id}",
+                axum::routing::get(|axum::extract::Path(id): axum::extract::Path<u32>| async move {
+                    format!("order {id}")
+                }),
+            )
+            .nest("/api/busi", branches)
+            .layer(axum::Extension(calls.clone()));
+        let get = |uri: &'static str| {
+            let app = app.clone();
+            async move {
+                let resp = app
+                    .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                let body = to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+                (status, String::from_utf8(body.to_vec()).unwrap())
+            }
+        };
+        assert_eq!(get("/health").await, (200, "ok".to_owned()));
+        assert_eq!(get("/orders/7").await, (200, "order 7".to_owned()));
+        assert_eq!(get("/no/such/path").await.0, 404, "not a 400 from the barrier");
+        // The branch route is guarded: without trans info it is a 400, with it the handler runs.
+        let req = Request::post("/api/busi/TransOut").body(Body::empty()).unwrap();
+        assert_eq!(app.clone().oneshot(req).await.unwrap().status(), 400);
+        let req = Request::post(format!("/api/busi/TransOut?{}", q("g16", "01", "action")))
+            .body(Body::from("ok"))
+            .unwrap();
+        assert_eq!(app.clone().oneshot(req).await.unwrap().status(), 200);
+        assert_eq!(calls.get(), 1);
+        assert_eq!(count(&pool, "dtm_barrier", "g16").await, 1);
+        let rows: i64 = sqlx::query_scalar("select count(*) from dtm_barrier")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 1, "only the branch call wrote a barrier row");
+    }
+
+    /// The closure shape borrows from the caller and works inside `tokio::spawn` (it is Send).
+    #[tokio::test]
+    async fn barrier_closures_borrow_and_run_inside_spawn() {
+        let pool = pool().await;
+        let barrier = Barrier::new(pool.clone());
+        let info = BranchInfo::from_query(&q("g17", "01", "action")).unwrap();
+        let task = tokio::spawn(async move {
+            let text = String::from("borrowed");
+            let branch = barrier.branch(info);
+            let first = branch
+                .call(async |conn| {
+                    sqlx::query("insert into note values ('g17', ?)")
+                        .bind(&text)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok::<_, Error>(text.len())
+                })
+                .await?;
+            let again = barrier
+                .branch(BranchInfo::from_query(&q("g17", "01", "action")).unwrap())
+                .call(async |_conn| Ok::<_, Error>(0))
+                .await?;
+            Ok::<_, Error>((first, again))
+        });
+        assert_eq!(task.await.unwrap().unwrap(), (Some(8), None));
+        assert_eq!(count(&pool, "note", "g17").await, 1);
+    }
 }
