@@ -9,4 +9,5 @@
 
 pub use dtm_barrier;
 pub use dtmcli;
+#[cfg(feature = "grpc")]
 pub use dtmgrpc;

@@ -463,9 +463,14 @@ mod sealed {
     pub trait Sealed {}
 }
 
-/// A database the barrier supports: MySQL/MariaDB, PostgreSQL or SQLite (by feature).
+/// A database the barrier supports: MySQL/MariaDB, PostgreSQL or SQLite, each behind the
+/// feature of the same name (`mysql`, `postgres`, `sqlite`).
 ///
 /// Sealed: the statements are written for these three.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a barrier database here",
+    note = "enable the dtm-barrier feature for it: `mysql`, `postgres` or `sqlite` (none is on by default)"
+)]
 pub trait BarrierDatabase: sqlx::Database + sealed::Sealed {
     /// The dialect of this database.
     const DIALECT: Dialect;

@@ -771,9 +771,16 @@ mod tests {
         let (status, body) = call(&app, &q("g15", "01", "action"), "").await;
         assert_eq!(status, 500, "{body}");
         assert!(body.contains("no_such_table"), "{body}");
-        assert!(!body.contains("FAILURE") && !body.contains("ONGOING"), "{body}");
+        assert!(
+            !body.contains("FAILURE") && !body.contains("ONGOING"),
+            "{body}"
+        );
         assert_eq!(count(&pool, "note", "g15").await, 0, "rolled back");
-        assert_eq!(count(&pool, "dtm_barrier", "g15").await, 0, "barrier row too");
+        assert_eq!(
+            count(&pool, "dtm_barrier", "g15").await,
+            0,
+            "barrier row too"
+        );
     }
 
     /// DTM's routes in a router of their own behind the layer, nested beside ordinary routes:
@@ -789,9 +796,11 @@ mod tests {
             .route("/health", axum::routing::get(|| async { "ok" }))
             .route(
                 "/orders/{id}",
-                axum::routing::get(|axum::extract::Path(id): axum::extract::Path<u32>| async move {
-                    format!("order {id}")
-                }),
+                axum::routing::get(
+                    |axum::extract::Path(id): axum::extract::Path<u32>| async move {
+                        format!("order {id}")
+                    },
+                ),
             )
             .nest("/api/busi", branches)
             .layer(axum::Extension(calls.clone()));
@@ -809,9 +818,15 @@ mod tests {
         };
         assert_eq!(get("/health").await, (200, "ok".to_owned()));
         assert_eq!(get("/orders/7").await, (200, "order 7".to_owned()));
-        assert_eq!(get("/no/such/path").await.0, 404, "not a 400 from the barrier");
+        assert_eq!(
+            get("/no/such/path").await.0,
+            404,
+            "not a 400 from the barrier"
+        );
         // The branch route is guarded: without trans info it is a 400, with it the handler runs.
-        let req = Request::post("/api/busi/TransOut").body(Body::empty()).unwrap();
+        let req = Request::post("/api/busi/TransOut")
+            .body(Body::empty())
+            .unwrap();
         assert_eq!(app.clone().oneshot(req).await.unwrap().status(), 400);
         let req = Request::post(format!("/api/busi/TransOut?{}", q("g16", "01", "action")))
             .body(Body::from("ok"))
