@@ -133,10 +133,12 @@ impl Tcc {
     pub async fn call_branch<T: Serialize + ?Sized>(
         &self,
         payload: &T,
-        try_url: &str,
-        confirm_url: &str,
-        cancel_url: &str,
+        try_url: impl AsRef<str>,
+        confirm_url: impl AsRef<str>,
+        cancel_url: impl AsRef<str>,
     ) -> Result<BranchResponse> {
+        let (try_url, confirm_url, cancel_url) =
+            (try_url.as_ref(), confirm_url.as_ref(), cancel_url.as_ref());
         let data = payload_json(payload, || "a TCC branch".to_owned())?;
         let info = self.register(&data, confirm_url, cancel_url).await?;
         let inner = &self.inner;

@@ -121,8 +121,9 @@ impl Xa {
     pub async fn call_branch<T: Serialize + ?Sized>(
         &self,
         payload: &T,
-        url: &str,
+        url: impl AsRef<str>,
     ) -> Result<BranchResponse> {
+        let url = url.as_ref();
         let inner = &self.inner;
         let branch_id = inner.next_branch_id()?;
         let data = payload_json(payload, || format!("XA branch {branch_id}"))?;

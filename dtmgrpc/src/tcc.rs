@@ -152,11 +152,12 @@ impl Tcc {
     pub async fn call_branch<M: prost::Message>(
         &self,
         payload: &M,
-        try_url: &str,
-        confirm_url: &str,
-        cancel_url: &str,
+        try_url: impl AsRef<str>,
+        confirm_url: impl AsRef<str>,
+        cancel_url: impl AsRef<str>,
     ) -> Result<BranchResponse> {
-        let try_url = GrpcUrl::parse(try_url)?;
+        let (confirm_url, cancel_url) = (confirm_url.as_ref(), cancel_url.as_ref());
+        let try_url = GrpcUrl::parse(try_url.as_ref())?;
         check_branch_url(confirm_url)?;
         check_branch_url(cancel_url)?;
         let inner = &self.inner;

@@ -90,8 +90,9 @@ impl Xa {
     pub async fn call_branch<M: prost::Message>(
         &self,
         payload: &M,
-        url: &str,
+        url: impl AsRef<str>,
     ) -> Result<BranchResponse> {
+        let url = url.as_ref();
         let parsed = GrpcUrl::parse(url)?;
         let inner = &self.inner;
         let branch_id = inner.next_branch_id()?;
