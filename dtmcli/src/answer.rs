@@ -35,13 +35,24 @@ pub fn classify(url: &str, status: u16, body: &str) -> Result<DtmResult> {
 }
 
 /// Like [`classify`], but anything other than SUCCESS becomes an error:
-/// [`Error::Failure`] / [`Error::Ongoing`] carrying the body, or [`Error::Status`].
+/// [`Error::Failure`] / [`Error::Ongoing`] carrying the answer's `message` (the whole body
+/// when it is not a JSON object with one), or [`Error::Status`].
 pub fn expect_success(url: &str, status: u16, body: &str) -> Result<()> {
     match classify(url, status, body)? {
         DtmResult::Success => Ok(()),
-        DtmResult::Failure => Err(Error::failure(body)),
-        DtmResult::Ongoing => Err(Error::ongoing(body)),
+        DtmResult::Failure => Err(Error::failure(message_of(body))),
+        DtmResult::Ongoing => Err(Error::ongoing(message_of(body))),
     }
+}
+
+/// The `message` of a JSON answer such as `{"dtm_result":"FAILURE","message":"..."}`, or the
+/// body itself: an error's text should not embed escaped JSON.
+fn message_of(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| body.to_owned())
 }
 
 /// An error text DTM will not read as a result: the words `FAILURE` and `ONGOING` in lower
@@ -61,6 +72,17 @@ pub fn failure_text(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failure_texts_are_the_answer_s_message() {
+        let body = r#"{"dtm_result":"FAILURE","message":"insufficient \"balance\""}"#;
+        let err = expect_success("u", 409, body).unwrap_err();
+        assert_eq!(err.to_string(), r#"FAILURE: insufficient "balance""#);
+        let err = expect_success("u", 409, "plain text").unwrap_err();
+        assert_eq!(err.to_string(), "FAILURE: plain text");
+        let err = expect_success("u", 425, r#"{"dtm_result":"ONGOING"}"#).unwrap_err();
+        assert!(err.is_ongoing(), "{err}");
+    }
 
     #[test]
     fn status_and_body_rules_in_order() {

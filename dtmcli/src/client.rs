@@ -134,9 +134,9 @@ impl BranchResponse {
 
     /// The body decoded from JSON.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_slice(&self.body).map_err(|source| Error::Decode {
+        serde_json::from_slice(&self.body).map_err(|cause| Error::Decode {
             url: "branch response".to_owned(),
-            source,
+            cause,
         })
     }
 }
@@ -274,7 +274,7 @@ impl DtmClient {
         if status != 200 {
             answer::expect_success(&url, status, &text)?;
         }
-        serde_json::from_str(&text).map_err(|source| Error::Decode { url, source })
+        serde_json::from_str(&text).map_err(|cause| Error::Decode { url, cause })
     }
 
     /// Calls a branch the way DTM would, with the branch info in the query string and the

@@ -64,23 +64,24 @@ pub enum Error {
     },
 
     /// A payload given to a builder could not be serialized to JSON.
-    #[error("cannot serialize the payload of {what}: {source}")]
+    ///
+    /// Like every variant, its text already says the cause, which is therefore not also its
+    /// `source()`: reports of the chain (`anyhow`'s `{:#}`) print it once.
+    #[error("cannot serialize the payload of {what}: {cause}")]
     Payload {
         /// Which payload (for example `saga step 2`).
         what: String,
         /// The serializer's error.
-        #[source]
-        source: Arc<serde_json::Error>,
+        cause: Arc<serde_json::Error>,
     },
 
     /// A response could not be decoded.
-    #[error("cannot decode the answer of {url}: {source}")]
+    #[error("cannot decode the answer of {url}: {cause}")]
     Decode {
         /// The URL that was called.
         url: String,
         /// The decoder's error.
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
 
     /// A branch request lacks a piece of transaction information.
@@ -142,7 +143,7 @@ impl Error {
     pub(crate) fn payload(what: impl Into<String>, source: serde_json::Error) -> Self {
         Error::Payload {
             what: what.into(),
-            source: Arc::new(source),
+            cause: Arc::new(source),
         }
     }
 
@@ -150,9 +151,9 @@ impl Error {
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn clone_payload(&self) -> Self {
         match self {
-            Error::Payload { what, source } => Error::Payload {
+            Error::Payload { what, cause } => Error::Payload {
                 what: what.clone(),
-                source: Arc::clone(source),
+                cause: Arc::clone(cause),
             },
             other => Error::InvalidArgument(other.to_string()),
         }
@@ -178,6 +179,16 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_name_each_cause_once() {
+        let cause = serde_json::from_str::<u8>("x").unwrap_err();
+        let text = cause.to_string();
+        let err = Error::payload("saga step 0", cause);
+        assert!(err.to_string().contains(&text), "{err}");
+        let report = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(report.matches(&text).count(), 1, "{report}");
+    }
 
     #[test]
     fn helpers_classify() {

@@ -84,14 +84,10 @@ impl fmt::Display for GrpcError {
     }
 }
 
-impl std::error::Error for GrpcError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            GrpcError::Connect { source, .. } => Some(source),
-            GrpcError::Call { status, .. } => Some(status),
-        }
-    }
-}
+/// The text already names the whole chain of causes, so they are not also returned by
+/// `source()`: reports of the chain (`anyhow`'s `{:#}`) print each once. The transport error
+/// and the status stay reachable through the fields and [`GrpcError::status`].
+impl std::error::Error for GrpcError {}
 
 /// An error and its sources, joined with `: ` (tonic's transport errors say little on top).
 fn chain(error: &(dyn std::error::Error + 'static)) -> String {

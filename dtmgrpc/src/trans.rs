@@ -42,7 +42,7 @@ impl Steps {
         if let Some((what, source)) = &self.error {
             return Err(Error::Payload {
                 what: what.clone(),
-                source: Arc::clone(source),
+                cause: Arc::clone(source),
             });
         }
         for url in self.steps.iter().flat_map(|s| s.values()) {
@@ -52,7 +52,7 @@ impl Steps {
         }
         serde_json::to_string(&self.steps).map_err(|e| Error::Payload {
             what: "steps".into(),
-            source: Arc::new(e),
+            cause: Arc::new(e),
         })
     }
 }
