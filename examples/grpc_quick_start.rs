@@ -13,7 +13,7 @@
 #[path = "../dtmgrpc/examples/busi/mod.rs"]
 mod busi;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use busi::{Busi, BusiReq, INITIAL_BALANCE};
@@ -140,16 +140,11 @@ async fn report(what: &str, reader: &DtmClient, gid: &str, busi: &Busi) -> anyho
     Ok(())
 }
 
+/// DTM's gRPC API has no query: the outcome is read over its HTTP API.
 async fn wait_final(reader: &DtmClient, gid: &str) -> anyhow::Result<TransQuery> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let q = reader.query(gid).await?;
-        if q.transaction.as_ref().is_some_and(|t| t.status.is_final()) {
-            return Ok(q);
-        }
-        if Instant::now() > deadline {
-            bail!("{gid} did not finish in 30 s: {q:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let outcome = reader.wait_final(gid, Duration::from_secs(30)).await?;
+    if !outcome.is_final() {
+        bail!("{gid} did not finish in 30 s: {outcome:?}");
     }
+    Ok(reader.query(gid).await?)
 }

@@ -389,3 +389,61 @@ async fn saga_request_timeout_is_stored_and_used() {
     assert_eq!(options["request_timeout"], 6, "{options}");
     assert_balances(&req, -30, 30).await;
 }
+
+/// A `wait_result` submit whose branch is down answers FAILURE although nothing rolled back:
+/// the stored status says the saga is still running, and DTM finishes it once the branch is
+/// back. The caller must not record such an order as rejected.
+#[tokio::test]
+async fn saga_with_a_branch_down_is_still_running_then_succeeds_when_it_returns() {
+    let b = bank();
+    let gid = new_gid().await;
+    let (from, to) = accounts(&gid);
+    let req = TransferReq::new(30, from, to);
+    // A port nothing listens on yet: the TransIn service is down.
+    let port = support::free_port();
+    let down = format!("http://127.0.0.1:{port}{}", support::busi::BASE_PATH);
+    let err = client()
+        .saga(&gid)
+        .add(b.url("TransOut", ""), b.url("TransOutCompensate", ""), &req)
+        .add(
+            format!("{down}/TransIn"),
+            format!("{down}/TransInCompensate"),
+            &req,
+        )
+        .retry_interval(SEC)
+        .wait_result(true)
+        .submit()
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_failure(),
+        "DTM's answer alone looks like a rollback: {err:?}"
+    );
+    assert_eq!(
+        client().outcome(&gid).await.unwrap(),
+        dtmcli::Outcome::Running {
+            status: GlobalStatus::Submitted
+        }
+    );
+    let still = client()
+        .wait_final(&gid, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(!still.is_final(), "{still:?}");
+    assert_balances(&req, -30, 0).await;
+
+    // The service comes back on that port; DTM's retry delivers TransIn.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let service = b.runtime().spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        axum::serve(listener, support::busi::router(b.clone())).await
+    });
+    wait_status(&gid, GlobalStatus::Succeed).await;
+    assert_eq!(
+        client().wait_final(&gid, SEC).await.unwrap(),
+        dtmcli::Outcome::Succeeded
+    );
+    assert_balances(&req, -30, 30).await;
+    service.abort();
+}

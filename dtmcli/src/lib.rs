@@ -52,6 +52,7 @@ mod branch;
 mod error;
 mod gid;
 mod global;
+mod outcome;
 mod query;
 mod two_phase;
 mod types;
@@ -82,6 +83,7 @@ pub use global::{run_global, GlobalCalls, OpenTrans, XaRegistrar};
 #[doc(hidden)]
 pub use options::RedactedHeaders;
 pub use options::{whole_seconds, TransOptions};
+pub use outcome::Outcome;
 pub use query::{AllQuery, BranchTrans, GlobalTrans, TransPage, TransQuery};
 pub use two_phase::{do_and_submit, query_url, TwoPhaseMsg};
 pub use types::{

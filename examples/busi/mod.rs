@@ -518,17 +518,13 @@ pub fn serve<DB: Ledger>(
 
 /// Waits (up to 60 s) until transaction `gid` has ended, and returns what the server stored.
 pub async fn wait_final(dtm: &DtmClient, gid: &str) -> anyhow::Result<dtmcli::TransQuery> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let q = dtm.query(gid).await?;
-        if q.transaction.as_ref().is_some_and(|t| t.status.is_final()) {
-            return Ok(q);
-        }
-        if std::time::Instant::now() > deadline {
-            anyhow::bail!("{gid} did not finish in 60 s: {q:?}");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let outcome = dtm
+        .wait_final(gid, std::time::Duration::from_secs(60))
+        .await?;
+    if !outcome.is_final() {
+        anyhow::bail!("{gid} did not finish in 60 s: {outcome:?}");
     }
+    Ok(dtm.query(gid).await?)
 }
 
 /// Waits until transaction `gid` has ended, and fails unless it ended as `want`.
