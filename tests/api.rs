@@ -187,3 +187,21 @@ async fn unreachable_server_is_a_request_error() {
         .unwrap_err();
     assert!(matches!(err, Error::Request { .. }), "{err:?}");
 }
+
+/// `ping` and `version` read the server's version route; a wrong base URL fails there, at
+/// start-up, instead of at the first transaction.
+#[tokio::test]
+async fn ping_and_version() {
+    let dtm = client();
+    dtm.ping().await.unwrap();
+    // A server built with `go install` (as here) calls itself v0.0.0-dev; release builds
+    // carry their tag.
+    let version = dtm.version().await.unwrap();
+    assert!(version.starts_with('v') && version.len() > 1, "{version}");
+    let wrong = dtmcli::DtmClient::new(format!("{}/wrong", support::dtm().api)).unwrap();
+    let err = wrong.ping().await.unwrap_err();
+    assert!(
+        matches!(err, dtmcli::Error::Status { status: 404, .. }),
+        "{err:?}"
+    );
+}

@@ -39,26 +39,28 @@ async fn call_directly(url: &str, info: &[(&str, &str)], body: Option<&TransferR
     req.send().await.expect("direct call").status().as_u16()
 }
 
-async fn saga_barrier_normal<DB: Ledger>(bank: &'static Bank<DB>) {
-    let gid = new_gid().await;
-    let (from, to) = accounts(&gid);
-    let req = TransferReq::new(30, from, to);
+/// The transfer saga: TransOut, then TransIn, each with its compensation.
+fn transfer_saga<DB: Ledger>(bank: &Bank<DB>, gid: &str, req: &TransferReq) -> dtmcli::Saga {
     client()
-        .saga(&gid)
+        .saga(gid)
         .add(
             bank.url("TransOut", ""),
             bank.url("TransOutCompensate", ""),
-            &req,
+            req,
         )
         .add(
             bank.url("TransIn", ""),
             bank.url("TransInCompensate", ""),
-            &req,
+            req,
         )
         .retry_interval(SEC)
-        .submit()
-        .await
-        .unwrap();
+}
+
+async fn saga_barrier_normal<DB: Ledger>(bank: &'static Bank<DB>) {
+    let gid = new_gid().await;
+    let (from, to) = accounts(&gid);
+    let req = TransferReq::new(30, from, to);
+    transfer_saga(bank, &gid, &req).submit().await.unwrap();
     let q = wait_status(&gid, GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [P, S, P, S]);
     assert_balances(bank, &req, -30, 30).await;
@@ -432,22 +434,7 @@ async fn distinct_gids_both_move_money<DB: Ledger>(bank: &'static Bank<DB>) {
         let (from, to) = accounts(&format!("merge-{}", &dtmcli::local_gid()[..10]));
         let req = TransferReq::new(30, from, to);
         for gid in [a, b] {
-            client()
-                .saga(gid.as_str())
-                .add(
-                    bank.url("TransOut", ""),
-                    bank.url("TransOutCompensate", ""),
-                    &req,
-                )
-                .add(
-                    bank.url("TransIn", ""),
-                    bank.url("TransInCompensate", ""),
-                    &req,
-                )
-                .retry_interval(SEC)
-                .submit()
-                .await
-                .unwrap();
+            transfer_saga(bank, gid, &req).submit().await.unwrap();
             let q = wait_status(gid, GlobalStatus::Succeed).await;
             assert_eq!(q.branch_statuses(), [P, S, P, S], "{gid:?}");
         }

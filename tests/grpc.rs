@@ -255,6 +255,67 @@ async fn grpc_saga_wait_result() {
     assert_balances(&req, 0, 0);
 }
 
+/// Over gRPC DTM answers `Aborted` both for a rollback and for a saga it still retries; with
+/// the HTTP API the client reads the stored status and tells them apart, and `outcome` /
+/// `wait_final` work on the gRPC client.
+#[tokio::test]
+async fn grpc_saga_wait_result_ongoing_is_unfinished_and_outcome_follows_it() {
+    let dtm = dtm_grpc();
+    let gid = new_gid().await;
+    let req = req_for(&gid).script("TransIn", "ONGOING");
+    let err = transfer(&dtm, &gid, &req)
+        .wait_result(true)
+        .submit()
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Unfinished {
+            status, pending, ..
+        } => {
+            assert_eq!(*status, GlobalStatus::Submitted);
+            assert_eq!(pending.len(), 1, "{pending:?}");
+            assert!(pending[0].ends_with("/TransIn"), "{pending:?}");
+        }
+        other => panic!("expected Unfinished, got {other:?}"),
+    }
+    assert_eq!(
+        dtm.wait_final(&gid, Duration::from_secs(20)).await.unwrap(),
+        dtmcli::Outcome::Succeeded
+    );
+    assert_eq!(dtm.outcome(&gid).await.unwrap(), dtmcli::Outcome::Succeeded);
+    assert_eq!(status_of(&gid).await.1, [P, S, P, S]);
+    assert_balances(&req, -30, 30);
+}
+
+/// Without the HTTP API a gRPC client cannot decide a `wait_result` answer: it refuses the
+/// option before DTM sees anything, and says what to set.
+#[tokio::test]
+async fn grpc_wait_result_without_the_http_api_is_refused_before_any_call() {
+    let bare = DtmGrpcClient::connect_lazy(grpc_addr()).unwrap();
+    let gid = new_gid().await;
+    let req = req_for(&gid);
+    let err = transfer(&bare, &gid, &req)
+        .wait_result(true)
+        .submit()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("http_api"), "{err}");
+    let err = bare
+        .tcc(&gid)
+        .wait_result(true)
+        .run(|_tcc| async { Ok::<_, Error>(()) })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("http_api"), "{err}");
+    assert!(bare.outcome(&gid).await.is_err());
+    assert_eq!(status_of(&gid).await.0, None, "nothing reached DTM");
+    assert_balances(&req, 0, 0);
+    // Without wait_result the same saga goes through.
+    transfer(&bare, &gid, &req).submit().await.unwrap();
+    wait_status(&gid, GlobalStatus::Succeed).await;
+    assert_balances(&req, -30, 30);
+}
+
 #[tokio::test]
 async fn grpc_saga_branch_headers_reach_every_call_including_cron_retries() {
     let dtm = dtm_grpc();
@@ -385,12 +446,16 @@ async fn grpc_submit_of_a_finished_saga_is_a_failure() {
     let saga = transfer(&dtm, &gid, &req).wait_result(true);
     saga.submit().await.unwrap();
     // The server answers Aborted (FAILURE) for a submit of a finished transaction.
-    let err = saga.submit().await.unwrap_err();
+    let again = transfer(&dtm, &gid, &req);
+    let err = again.submit().await.unwrap_err();
     assert!(err.is_failure(), "{err:?}");
     assert!(
         err.to_string().contains("current status 'succeed'"),
         "{err}"
     );
+    // With wait_result, the same answer is decided from the stored status: it succeeded.
+    saga.submit().await.unwrap();
+    assert_balances(&req, -30, 30);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -761,4 +826,12 @@ async fn grpc_unusable_gids_and_headers_are_refused_before_any_call() {
     let err = saga.submit().await.unwrap_err();
     assert!(!format!("{err} {err:?}").contains("s3cr3t"), "{err:?}");
     assert_eq!(client().query(&gid).await.unwrap().transaction, None);
+}
+
+#[tokio::test]
+async fn grpc_ping() {
+    dtm_grpc().ping().await.unwrap();
+    // Port 9 on loopback: nothing listens there.
+    let down = DtmGrpcClient::connect_lazy("127.0.0.1:9").unwrap();
+    assert!(down.ping().await.is_err());
 }

@@ -258,3 +258,30 @@ async fn msg_failure_of_a_step_is_retried_not_rolled_back() {
     assert_eq!(bank().routes(msg.gid()), ["TransIn", "TransIn", "TransIn"]);
     assert_balances(&req, 0, 30).await;
 }
+
+/// A `wait_result` message whose step answers ONGOING is still running, not failed: DTM
+/// keeps calling the step, and the error names it.
+#[tokio::test]
+async fn msg_wait_result_with_a_step_ongoing_is_unfinished_then_succeeds() {
+    let (msg, req) = msg_in("ONGOING").await;
+    let gid = msg.gid().to_owned();
+    let err = msg.wait_result(true).submit().await.unwrap_err();
+    match &err {
+        dtmcli::Error::Unfinished {
+            status, pending, ..
+        } => {
+            assert_eq!(*status, GlobalStatus::Submitted);
+            assert_eq!(pending.len(), 1, "{pending:?}");
+            assert!(pending[0].contains("/TransIn"), "{pending:?}");
+        }
+        other => panic!("expected Unfinished, got {other:?}"),
+    }
+    assert_eq!(
+        client()
+            .wait_final(&gid, Duration::from_secs(20))
+            .await
+            .unwrap(),
+        dtmcli::Outcome::Succeeded
+    );
+    assert_balances(&req, 0, 30).await;
+}

@@ -346,7 +346,24 @@ async fn saga_wait_result_ongoing_is_an_error_then_the_cron_finishes() {
     let (saga, req) = transfer("ONGOING", "").await;
     let saga = saga.wait_result(true);
     let err = saga.submit().await.unwrap_err();
-    assert!(err.is_failure(), "{err:?}");
+    // DTM answers FAILURE; the stored status says the saga is still running.
+    match &err {
+        dtmcli::Error::Unfinished {
+            gid,
+            status,
+            pending,
+            ..
+        } => {
+            assert_eq!(gid, saga.gid());
+            assert_eq!(*status, GlobalStatus::Submitted);
+            // The step DTM retries first, then the one waiting behind it.
+            assert_eq!(pending.len(), 2, "{pending:?}");
+            assert!(pending[0].contains("/TransOut?"), "{pending:?}");
+            assert!(pending[1].ends_with("/TransIn"), "{pending:?}");
+        }
+        other => panic!("expected Unfinished, got {other:?}"),
+    }
+    assert!(err.is_unfinished() && !err.is_failure(), "{err:?}");
     assert_eq!(status_of(saga.gid()).await.0, Some(GlobalStatus::Submitted));
     let q = wait_status(saga.gid(), GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [P, S, P, S]);
@@ -415,9 +432,13 @@ async fn saga_with_a_branch_down_is_still_running_then_succeeds_when_it_returns(
         .submit()
         .await
         .unwrap_err();
+    // DTM answers FAILURE, as for a rollback; the stored status tells it apart, and the error
+    // names the branch DTM keeps retrying.
+    assert!(err.is_unfinished() && !err.is_failure(), "{err:?}");
+    let text = err.to_string();
     assert!(
-        err.is_failure(),
-        "DTM's answer alone looks like a rollback: {err:?}"
+        text.contains(&format!("{down}/TransIn")) && text.contains("still submitted"),
+        "{text}"
     );
     assert_eq!(
         client().outcome(&gid).await.unwrap(),

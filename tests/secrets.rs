@@ -57,6 +57,19 @@ fn assert_logs_clean() {
     assert_no_secret("the logs", &text);
 }
 
+/// The bank's TransOut as a TCC branch.
+async fn trans_out_try(tcc: &dtmcli::Tcc, req: &TransferReq) -> Result<(), Error> {
+    let b = bank();
+    tcc.call_branch(
+        req,
+        b.url("TransOutTry", ""),
+        b.url("TransOutConfirm", ""),
+        b.url("TransOutCancel", ""),
+    )
+    .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_saga_with_an_authorization_header_prints_it_nowhere() {
     logs();
@@ -111,18 +124,11 @@ async fn a_tcc_with_an_authorization_header_prints_it_nowhere() {
         .branch_header("Authorization", SECRET)
         .retry_interval(Duration::from_secs(1));
     assert_no_secret("the TCC builder's Debug", &format!("{builder:?}"));
-    let r = req.clone();
+    let r = &req;
     builder
         .run(|tcc| async move {
             assert_no_secret("the TCC handle's Debug", &format!("{tcc:?}"));
-            tcc.call_branch(
-                &r,
-                &b.url("TransOutTry", ""),
-                &b.url("TransOutConfirm", ""),
-                &b.url("TransOutCancel", ""),
-            )
-            .await?;
-            Ok::<_, Error>(())
+            trans_out_try(&tcc, r).await
         })
         .await
         .unwrap();
@@ -147,20 +153,11 @@ async fn an_invalid_header_value_is_refused_before_dtm_sees_it_and_never_printed
     let gid = new_gid().await;
     let (from, to) = accounts(&gid);
     let req = TransferReq::new(30, from, to);
-    let r = req.clone();
+    let r = &req;
     let err = client()
         .tcc(&gid)
         .branch_header("Authorization", format!("{SECRET}\n"))
-        .run(|tcc| async move {
-            tcc.call_branch(
-                &r,
-                &b.url("TransOutTry", ""),
-                &b.url("TransOutConfirm", ""),
-                &b.url("TransOutCancel", ""),
-            )
-            .await?;
-            Ok::<_, Error>(())
-        })
+        .run(|tcc| async move { trans_out_try(&tcc, r).await })
         .await
         .unwrap_err();
     let text = format!("{err} {err:?}");

@@ -272,3 +272,56 @@ async fn nested_tcc_needs_the_dtm_field() {
     let err = Tcc::from_branch(&client(), &info).unwrap_err();
     assert!(matches!(err, Error::MissingField("dtm")), "{err:?}");
 }
+
+/// A `wait_result` TCC whose confirm answers ONGOING returns `Unfinished` naming the confirm
+/// DTM keeps calling (DTM's answer, FAILURE, would look like a rollback); the transaction then
+/// succeeds by itself.
+#[tokio::test]
+async fn tcc_wait_result_with_a_confirm_ongoing_is_unfinished_then_succeeds() {
+    let gid = new_gid().await;
+    let req = req_for(&gid);
+    let r = req.clone();
+    let b = bank();
+    let err = client()
+        .tcc(&gid)
+        .retry_interval(SEC)
+        .wait_result(true)
+        .run(|tcc| async move {
+            tcc.call_branch(
+                &r,
+                &b.url("TransOutTry", ""),
+                &b.url("TransOutConfirm", "ONGOING"),
+                &b.url("TransOutCancel", ""),
+            )
+            .await?;
+            trans_in(&tcc, &r, "").await
+        })
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Unfinished {
+            status, pending, ..
+        } => {
+            assert_eq!(*status, GlobalStatus::Submitted);
+            assert!(
+                pending.iter().any(|url| url.contains("/TransOutConfirm")),
+                "{pending:?}"
+            );
+            assert!(
+                pending.iter().all(|url| !url.contains("Cancel")),
+                "only forward branches are pending while submitted: {pending:?}"
+            );
+        }
+        other => panic!("expected Unfinished, got {other:?}"),
+    }
+    assert_eq!(
+        client()
+            .wait_final(&gid, Duration::from_secs(20))
+            .await
+            .unwrap(),
+        dtmcli::Outcome::Succeeded
+    );
+    let q = client().query(&gid).await.unwrap();
+    assert_eq!(q.branch_statuses(), [P, S, P, S]);
+    assert_balances(&req, -30, 30).await;
+}

@@ -252,7 +252,7 @@ fn bench_database<DB: BenchDb>(c: &mut Criterion, rt: &Runtime, pool: Pool<DB>) 
         .with_state(pool.clone());
     let barrier_app = Router::new()
         .route("/op", post(with_barrier::<DB>))
-        .layer(BarrierLayer::new(barrier.clone()));
+        .layer(BarrierLayer::for_http(barrier.clone()));
     let ready = rt.block_on(async {
         setup(&barrier).await?;
         sanity_check(&barrier, &barrier_app).await

@@ -11,10 +11,10 @@
 //! - [`Barrier`]: the pool and the table; [`Barrier::branch`] gives a [`BranchBarrier`] whose
 //!   [`call`](BranchBarrier::call) runs business code in a guarded local transaction, and
 //!   [`Barrier::query_prepared`] answers a two-phase message's query.
-//! - [`BarrierLayer`] (feature `axum`): the same as a tower layer around an axum router;
-//!   handlers get the open transaction with the [`BarrierTx`] extractor. With the `tonic`
-//!   feature the same layer wraps a tonic server (`Grpc` transport; handlers use
-//!   `BarrierTx::from_grpc`).
+//! - `BarrierLayer`: the same as a tower layer. `BarrierLayer::for_http` (feature `axum`)
+//!   wraps an axum router, whose handlers get the open transaction with the `BarrierTx`
+//!   extractor; `BarrierLayer::for_grpc` (feature `tonic`, which does not need axum) wraps a
+//!   tonic server, whose handlers use `BarrierTx::from_grpc`.
 //! - [`Barrier::do_and_submit`]: a two-phase message (HTTP or gRPC) whose local work is
 //!   guarded by the barrier.
 //!
@@ -31,7 +31,7 @@
 mod call;
 mod dialect;
 mod error;
-#[cfg(feature = "axum")]
+#[cfg(feature = "layer")]
 mod layer;
 mod msg;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
@@ -45,9 +45,11 @@ pub use error::Error;
 #[cfg(feature = "tonic")]
 pub use layer::Grpc;
 #[cfg(feature = "axum")]
+pub use layer::Http;
+#[cfg(feature = "layer")]
 pub use layer::{
-    BarrierLayer, BarrierService, BarrierTx, BarrierTxRejection, BodyError, Http, Transport,
-    TxGuard, DEFAULT_BODY_LIMIT,
+    BarrierLayer, BarrierService, BarrierTx, BarrierTxRejection, BodyError, Transport, TxGuard,
+    DEFAULT_BODY_LIMIT,
 };
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 pub use xa::{XaDatabase, XaStep, Xid};

@@ -63,3 +63,80 @@ impl<DB: BarrierDatabase> Barrier<DB> {
         Ok(dtmcli::do_and_submit(msg, query_prepared.into(), local).await?)
     }
 }
+
+/// The message query an incoming request must be: `op=msg` on branch `00`.
+#[cfg(any(feature = "axum", feature = "tonic"))]
+fn check_msg_query(info: &BranchInfo) -> Result<(), Error> {
+    if info.op != Op::Msg || info.branch_id != QUERY_PREPARED_BRANCH_ID {
+        return Err(Error::Dtm(dtmcli::Error::InvalidField {
+            field: "op",
+            reason: format!(
+                "is {}: this route answers DTM's query of a prepared message (op=msg, branch {})",
+                info.op, QUERY_PREPARED_BRANCH_ID
+            ),
+        }));
+    }
+    Ok(())
+}
+
+#[cfg(feature = "axum")]
+impl<DB: BarrierDatabase> Barrier<DB> {
+    /// A ready-made route for a two-phase message's query URL, the `query_prepared` of
+    /// [`Barrier::do_and_submit`]: it answers DTM's query with [`Barrier::query_prepared`]
+    /// (200 if the local transaction committed, 409 if it did not and now cannot, 500 on a
+    /// database error, which DTM retries; 400 for a request that is not a message query).
+    ///
+    /// Mount it outside the [`BarrierLayer`](crate::BarrierLayer)'s router or inside it:
+    /// the layer lets message queries through.
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: sqlx::SqlitePool) {
+    /// use axum::Router;
+    /// let barrier = dtm_barrier::Barrier::new(pool);
+    /// let app: Router = Router::new()
+    ///     .route("/api/busi/QueryPrepared", barrier.query_prepared_route());
+    /// # }
+    /// ```
+    pub fn query_prepared_route<S>(&self) -> axum::routing::MethodRouter<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let barrier = self.clone();
+        axum::routing::any(move |info: BranchInfo| {
+            let barrier = barrier.clone();
+            async move {
+                check_msg_query(&info)?;
+                barrier.query_prepared(&info.gid).await
+            }
+        })
+    }
+}
+
+#[cfg(feature = "tonic")]
+impl<DB: BarrierDatabase> Barrier<DB> {
+    /// Answers DTM's query of a prepared message in a tonic method, the gRPC counterpart of
+    /// [`Barrier::query_prepared_route`]: OK if the local transaction committed, `Aborted` if
+    /// it did not and now cannot, `Internal` on a database error (DTM retries),
+    /// `InvalidArgument` for a request that is not a message query. The method's response
+    /// message is its default (`()` or an empty message).
+    ///
+    /// ```no_run
+    /// # async fn demo(barrier: dtm_barrier::Barrier<sqlx::Sqlite>, request: tonic::Request<()>)
+    /// #     -> Result<tonic::Response<()>, tonic::Status> {
+    /// // inside `async fn query_prepared(&self, request: Request<Req>) -> Result<Response<()>, Status>`
+    /// barrier.query_prepared_grpc(&request).await
+    /// # }
+    /// ```
+    pub async fn query_prepared_grpc<T, R: Default>(
+        &self,
+        request: &tonic::Request<T>,
+    ) -> Result<tonic::Response<R>, tonic::Status> {
+        let info = crate::layer::branch_info_from_metadata(request.metadata().as_ref())
+            .map_err(tonic::Status::from)?;
+        check_msg_query(&info)?;
+        self.query_prepared(&info.gid)
+            .await?
+            .into_grpc()
+            .map(|()| tonic::Response::new(R::default()))
+    }
+}

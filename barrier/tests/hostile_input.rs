@@ -152,7 +152,7 @@ async fn setup() -> (SqlitePool, Router, Router) {
     barrier.create_table().await.unwrap();
     let guarded = Router::new()
         .route("/op", post(handler))
-        .layer(BarrierLayer::new(barrier.clone()).body_limit(BODY_LIMIT));
+        .layer(BarrierLayer::for_http(barrier.clone()).body_limit(BODY_LIMIT));
     let qp = Router::new()
         .route("/qp", post(query_prepared).get(query_prepared))
         .with_state(barrier);

@@ -181,6 +181,24 @@ impl DtmClient {
             .build()
     }
 
+    /// Checks that the server answers its API (`GET /version`); for readiness probes and
+    /// start-up checks. A wrong base URL is an [`Error::Status`] 404 here.
+    ///
+    /// ```no_run
+    /// # async fn demo(dtm: dtmcli::DtmClient) -> dtmcli::Result<()> {
+    /// dtm.ping().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn ping(&self) -> Result<()> {
+        self.version().await.map(drop)
+    }
+
+    /// The server's version (`GET /version`), such as `v1.19.0`.
+    pub async fn version(&self) -> Result<String> {
+        let reply: VersionReply = self.get("version", &[]).await?;
+        Ok(reply.version)
+    }
+
     /// A new global transaction id from the server (`GET /newGid`).
     ///
     /// [`crate::local_gid`] makes one without a round trip.
@@ -237,10 +255,31 @@ impl DtmClient {
         format!("{}/{}", self.inner.server, path)
     }
 
-    /// POSTs a transaction body to a mutating route and checks the answer.
+    /// POSTs a transaction body to a mutating route and checks the answer. A `wait_result`
+    /// submit that DTM answered with anything but SUCCESS is decided from the stored status
+    /// ([`crate::outcome::settle_wait_result`]).
     pub(crate) async fn post_trans(&self, path: &str, body: &TransBody<'_>) -> Result<()> {
         tracing::debug!(gid = body.gid, trans_type = %body.trans_type, path, "dtm call");
-        self.post(path, body).await
+        match self.post(path, body).await {
+            Err(answer)
+                if path == "submit" && body.options.wait_result && dtm_answered(&answer) =>
+            {
+                self.settle(body.gid, answer).await
+            }
+            other => other,
+        }
+    }
+
+    /// Reads the stored transaction to decide what a non-SUCCESS `wait_result` answer means;
+    /// if it cannot be read, the answer stands (and the failed read is logged).
+    pub(crate) async fn settle(&self, gid: &str, answer: Error) -> Result<()> {
+        match self.query(gid).await {
+            Ok(stored) => crate::outcome::settle_wait_result(answer, &stored),
+            Err(e) => {
+                tracing::warn!(gid, error = %e, "cannot read the transaction's status after a wait_result submit");
+                Err(answer)
+            }
+        }
     }
 
     pub(crate) async fn post<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> Result<()> {
@@ -321,6 +360,20 @@ impl DtmClient {
             body: body.to_vec(),
         })
     }
+}
+
+/// Whether DTM itself answered (FAILURE, ONGOING or another status), as opposed to the call
+/// not reaching it or its answer being unreadable.
+fn dtm_answered(answer: &Error) -> bool {
+    matches!(
+        answer,
+        Error::Failure { .. } | Error::Ongoing { .. } | Error::Status { .. }
+    )
+}
+
+#[derive(Deserialize)]
+struct VersionReply {
+    version: String,
 }
 
 #[derive(Serialize)]

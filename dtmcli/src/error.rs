@@ -18,6 +18,9 @@ pub enum Error {
     /// `FAILURE`: the operation failed for good and the global transaction should roll back.
     ///
     /// Produced when a branch or the server answers 409 or a body containing `FAILURE`.
+    /// From a `wait_result` submit it means the transaction rolled back: DTM stored it as
+    /// `failed`, and `message` is the rollback reason it stored (see [`Error::Unfinished`]
+    /// for the other case).
     #[error("FAILURE: {message}")]
     Failure {
         /// What the failing side said (the response body, or a handler's reason).
@@ -31,6 +34,30 @@ pub enum Error {
     Ongoing {
         /// What the answering side said.
         message: String,
+    },
+
+    /// A `wait_result` submit ended before the transaction did: DTM stored it as
+    /// `submitted` (or `aborting`, `prepared`) and keeps retrying the branches listed in
+    /// `pending` until they answer SUCCESS, then the transaction ends by itself.
+    ///
+    /// DTM's own answer to such a submit is FAILURE, ONGOING or an error, as for a rollback;
+    /// the SDK reads the stored status to tell the two apart. Wait for the end with
+    /// `wait_final`, or let the caller's caller retry later.
+    #[error(
+        "transaction {gid} is not finished: still {status}, waiting on {}; DTM answered: {answer}",
+        pending_text(pending)
+    )]
+    Unfinished {
+        /// The global transaction id.
+        gid: String,
+        /// The stored status: `submitted`, `aborting` or `prepared`.
+        status: crate::GlobalStatus,
+        /// The URLs of the branches DTM has not finished in the current direction, in the
+        /// order it stored them: in a sequential saga or message, the first is the one DTM
+        /// retries and the others wait behind it. DTM's log has their last answers.
+        pending: Vec<String>,
+        /// DTM's answer to the submit.
+        answer: String,
     },
 
     /// `DUPLICATED`: the local transaction of a two-phase message found its barrier row
@@ -139,6 +166,12 @@ impl Error {
         matches!(self, Error::Ongoing { .. })
     }
 
+    /// Whether this is [`Error::Unfinished`]: a `wait_result` submit returned while DTM still
+    /// retries the transaction, which will end by itself.
+    pub fn is_unfinished(&self) -> bool {
+        matches!(self, Error::Unfinished { .. })
+    }
+
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn payload(what: impl Into<String>, source: serde_json::Error) -> Self {
         Error::Payload {
@@ -157,6 +190,14 @@ impl Error {
             },
             other => Error::InvalidArgument(other.to_string()),
         }
+    }
+}
+
+fn pending_text(pending: &[String]) -> String {
+    if pending.is_empty() {
+        "its branches".to_owned()
+    } else {
+        pending.join(", ")
     }
 }
 

@@ -83,6 +83,8 @@ pub use global::{run_global, GlobalCalls, OpenTrans, XaRegistrar};
 #[doc(hidden)]
 pub use options::RedactedHeaders;
 pub use options::{whole_seconds, TransOptions};
+#[doc(hidden)]
+pub use outcome::settle_wait_result;
 pub use outcome::Outcome;
 pub use query::{AllQuery, BranchTrans, GlobalTrans, TransPage, TransQuery};
 pub use two_phase::{do_and_submit, query_url, TwoPhaseMsg};

@@ -107,12 +107,19 @@ pub fn whole_seconds(d: Duration) -> u64 {
 }
 
 /// Adds the option setters shared by every transaction builder of the SDK (HTTP and gRPC). The
-/// type must have a field `options: TransOptions`.
+/// type must have a field `options: TransOptions`. `retry_limit`, which only sagas read, is
+/// the saga builders' own.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __option_setters {
     () => {
-        /// Let the submit call wait until the transaction is processed and report failure.
+        /// Makes the submit wait until DTM has processed the transaction, and report where it
+        /// stands: success, a rollback ([`Error::Failure`]) or a transaction DTM still retries
+        /// ([`Error::Unfinished`]), as DTM stored it. The submit is `submit()` for a saga or
+        /// message, and the end of the closure for TCC and XA.
+        ///
+        /// [`Error::Failure`]: $crate::Error::Failure
+        /// [`Error::Unfinished`]: $crate::Error::Unfinished
         pub fn wait_result(mut self, wait: bool) -> Self {
             self.options.wait_result = wait;
             self
@@ -135,12 +142,6 @@ macro_rules! __option_setters {
         /// seconds.
         pub fn retry_interval(mut self, interval: std::time::Duration) -> Self {
             self.options.retry_interval = $crate::whole_seconds(interval);
-            self
-        }
-
-        /// Saga: retry an unfinished action at once up to `limit` times, then roll back.
-        pub fn retry_limit(mut self, limit: u64) -> Self {
-            self.options.retry_limit = limit;
             self
         }
 

@@ -1,6 +1,6 @@
 //! Where a global transaction stands, read from the status DTM stored.
 
-use crate::{GlobalStatus, GlobalTrans};
+use crate::{BranchTrans, Error, GlobalStatus, GlobalTrans, Op, TransQuery};
 
 /// Where a global transaction stands, decided from the status DTM stored for it, never from
 /// the text of an answer.
@@ -63,6 +63,69 @@ impl Outcome {
     pub fn is_final(&self) -> bool {
         !matches!(self, Outcome::Running { .. })
     }
+}
+
+/// Decides a `wait_result` submit that DTM did not answer with SUCCESS from the transaction
+/// as DTM stored it afterwards: `Ok` if it succeeded after all, [`Error::Failure`] with the
+/// stored rollback reason if it rolled back, [`Error::Unfinished`] if DTM still retries it.
+/// Without a stored transaction the answer stands.
+///
+/// Shared by the HTTP and gRPC clients; not part of the stable API.
+#[doc(hidden)]
+pub fn settle_wait_result(answer: Error, stored: &TransQuery) -> crate::Result<()> {
+    let Some(trans) = &stored.transaction else {
+        return Err(answer);
+    };
+    match Outcome::of(trans) {
+        Outcome::Succeeded => Ok(()),
+        Outcome::Failed { reason } => Err(Error::Failure {
+            message: if reason.is_empty() {
+                answer_text(&answer)
+            } else {
+                reason
+            },
+        }),
+        Outcome::Running { status } => Err(Error::Unfinished {
+            gid: trans.gid.clone(),
+            status,
+            pending: pending_urls(status, &stored.branches),
+            answer: answer_text(&answer),
+        }),
+    }
+}
+
+/// What DTM said, without the `FAILURE: ` / `ONGOING: ` prefix of the variants' texts.
+fn answer_text(answer: &Error) -> String {
+    match answer {
+        Error::Failure { message } | Error::Ongoing { message } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The URLs of the branches DTM has not finished in the direction `status` goes: forward
+/// (action, confirm, commit) while `submitted` or `prepared`, backward (compensate, cancel,
+/// rollback) while `aborting`; a saga compensation whose action never ran is not pending.
+fn pending_urls(status: GlobalStatus, branches: &[BranchTrans]) -> Vec<String> {
+    let backward = status == GlobalStatus::Aborting;
+    let never_ran = |b: &BranchTrans| {
+        branches.iter().any(|a| {
+            a.op == Op::Action
+                && a.branch_id == b.branch_id
+                && a.status == crate::BranchStatus::Prepared
+        })
+    };
+    branches
+        .iter()
+        .filter(|b| b.status == crate::BranchStatus::Prepared)
+        .filter(|b| match b.op {
+            Op::Action | Op::Confirm | Op::Commit => !backward,
+            Op::Compensate => backward && !never_ran(b),
+            Op::Cancel | Op::Rollback => backward,
+            _ => false,
+        })
+        .map(|b| b.url.clone())
+        .filter(|url| !url.is_empty())
+        .collect()
 }
 
 #[cfg(feature = "http")]
@@ -132,5 +195,84 @@ mod tests {
             assert_eq!(outcome, Outcome::Running { status });
             assert!(!outcome.is_final());
         }
+    }
+
+    fn stored(status: GlobalStatus, branches: &[(&str, &str, &str)]) -> TransQuery {
+        let branches: Vec<_> = branches
+            .iter()
+            .map(|(id, op, st)| {
+                serde_json::json!({"gid": "g", "branch_id": id, "op": op, "status": st,
+                    "url": format!("http://b/{op}{id}")})
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "transaction": {"gid": "g", "trans_type": "saga", "status": status.as_str(),
+                "rollback_reason": if status == GlobalStatus::Failed { "url:x return failed" } else { "" }},
+            "branches": branches,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_wait_result_answer_is_settled_by_the_stored_status() {
+        let answer = || Error::failure("wait result not return success");
+        assert!(settle_wait_result(answer(), &stored(GlobalStatus::Succeed, &[])).is_ok());
+
+        let err = settle_wait_result(answer(), &stored(GlobalStatus::Failed, &[])).unwrap_err();
+        assert_eq!(err.to_string(), "FAILURE: url:x return failed");
+
+        // Submitted saga: step 01 done, 02 failing, 03 not tried.
+        let q = stored(
+            GlobalStatus::Submitted,
+            &[
+                ("01", "compensate", "prepared"),
+                ("01", "action", "succeed"),
+                ("02", "compensate", "prepared"),
+                ("02", "action", "prepared"),
+                ("03", "compensate", "prepared"),
+                ("03", "action", "prepared"),
+            ],
+        );
+        let err = settle_wait_result(answer(), &q).unwrap_err();
+        match &err {
+            Error::Unfinished {
+                status, pending, ..
+            } => {
+                assert_eq!(*status, GlobalStatus::Submitted);
+                assert_eq!(pending, &["http://b/action02", "http://b/action03"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            err.to_string(),
+            "transaction g is not finished: still submitted, waiting on http://b/action02, \
+             http://b/action03; DTM answered: wait result not return success"
+        );
+
+        // Aborting saga: only the compensations of steps whose action ran are pending.
+        let q = stored(
+            GlobalStatus::Aborting,
+            &[
+                ("01", "compensate", "prepared"),
+                ("01", "action", "succeed"),
+                ("02", "compensate", "prepared"),
+                ("02", "action", "failed"),
+                ("03", "compensate", "prepared"),
+                ("03", "action", "prepared"),
+            ],
+        );
+        match settle_wait_result(answer(), &q).unwrap_err() {
+            Error::Unfinished { pending, .. } => {
+                assert_eq!(pending, ["http://b/compensate01", "http://b/compensate02"]);
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // Nothing stored: DTM's answer stands.
+        let none: TransQuery =
+            serde_json::from_str(r#"{"transaction":null,"branches":null}"#).unwrap();
+        assert!(settle_wait_result(answer(), &none)
+            .unwrap_err()
+            .is_failure());
     }
 }

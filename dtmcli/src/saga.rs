@@ -105,10 +105,22 @@ impl Saga {
 
     crate::__option_setters!();
 
-    /// Submits the saga. Without `wait_result` this returns once the server stored it; with it,
-    /// once the server processed it, with [`Error::Failure`] if it did not succeed (rolled back,
-    /// or still unfinished because a branch answered ONGOING or an error: the server retries
-    /// it later).
+    /// How many times DTM retries a failing action at once (an error or ONGOING, not
+    /// FAILURE) before it rolls the saga back; `0`, the default, retries on its cron until the
+    /// action succeeds or fails.
+    pub fn retry_limit(mut self, limit: u64) -> Self {
+        self.options.retry_limit = limit;
+        self
+    }
+
+    /// Submits the saga. Without `wait_result` this returns once the server stored it.
+    ///
+    /// With `wait_result`, it returns once the server processed it, and the result says
+    /// where it stands, as DTM stored it:
+    /// - `Ok(())`: every step succeeded (final);
+    /// - [`Error::Failure`]: it rolled back, with the stored rollback reason (final);
+    /// - [`Error::Unfinished`]: a branch answered ONGOING or an error, or could not be
+    ///   reached; DTM keeps retrying it, and the saga ends by itself later.
     ///
     /// Submitting again while the saga is still `submitted` makes the server run its steps
     /// again (they must be idempotent); after it ended the server answers FAILURE.

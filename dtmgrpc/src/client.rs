@@ -46,6 +46,9 @@ struct Inner {
     server: String,
     dtm: Channel,
     settings: Arc<Settings>,
+    /// The same server's HTTP API, for what its gRPC API cannot answer (the stored status).
+    #[cfg(feature = "http-api")]
+    http_api: Option<dtmcli::DtmClient>,
 }
 
 /// How the SDK builds channels, and the channels it built, shared by the clients derived from
@@ -76,6 +79,8 @@ pub struct DtmGrpcClientBuilder {
     #[cfg(feature = "tls")]
     tls: Option<tonic::transport::ClientTlsConfig>,
     branch_channels: HashMap<String, Channel>,
+    #[cfg(feature = "http-api")]
+    http_api: Option<String>,
 }
 
 impl fmt::Debug for DtmGrpcClientBuilder {
@@ -116,6 +121,28 @@ impl DtmGrpcClientBuilder {
         self
     }
 
+    /// The HTTP API of the same DTM server, such as `http://localhost:36789/api/dtmsvr`.
+    ///
+    /// DTM's gRPC API cannot say where a transaction stands; its HTTP API can. With it, the
+    /// client has [`DtmGrpcClient::outcome`] and [`DtmGrpcClient::wait_final`], and a
+    /// `wait_result` submit tells a rollback ([`Error::Failure`]) from a transaction DTM
+    /// still retries ([`Error::Unfinished`]). Without it, `wait_result` is refused before
+    /// any call, because DTM answers `Aborted` for both.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> dtmgrpc::Result<()> {
+    /// let dtm = dtmgrpc::DtmGrpcClient::builder("localhost:36790")
+    ///     .http_api("http://localhost:36789/api/dtmsvr")
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "http-api")]
+    pub fn http_api(mut self, url: impl Into<String>) -> Self {
+        self.http_api = Some(url.into());
+        self
+    }
+
     /// The TLS settings for `https://` server addresses (default: the system's roots).
     #[cfg(feature = "tls")]
     pub fn tls_config(mut self, tls: tonic::transport::ClientTlsConfig) -> Self {
@@ -123,8 +150,19 @@ impl DtmGrpcClientBuilder {
         self
     }
 
-    fn into_parts(self) -> Result<(String, Option<Channel>, Arc<Settings>)> {
+    fn into_parts(self) -> Result<(String, Option<Channel>, Arc<Settings>, HttpApi)> {
         let server = normalize_server(&self.server)?;
+        #[cfg(feature = "http-api")]
+        let http_api = self
+            .http_api
+            .map(|url| {
+                dtmcli::DtmClient::builder(url)
+                    .timeout(self.timeout)
+                    .build()
+            })
+            .transpose()?;
+        #[cfg(not(feature = "http-api"))]
+        let http_api = ();
         let settings = Arc::new(Settings {
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,
@@ -132,23 +170,23 @@ impl DtmGrpcClientBuilder {
             tls: self.tls,
             channels: Mutex::new(self.branch_channels),
         });
-        Ok((server, self.channel, settings))
+        Ok((server, self.channel, settings, http_api))
     }
 
     /// Builds the client without connecting: the first call connects (and reconnects after
     /// failures). Must run inside a Tokio runtime, which the channel's worker is spawned on.
     pub fn build(self) -> Result<DtmGrpcClient> {
-        let (server, channel, settings) = self.into_parts()?;
+        let (server, channel, settings, http_api) = self.into_parts()?;
         let dtm = match channel {
             Some(channel) => channel,
             None => settings.lazy_channel(&server)?,
         };
-        Ok(DtmGrpcClient::assemble(server, dtm, settings))
+        Ok(DtmGrpcClient::assemble(server, dtm, settings, http_api))
     }
 
     /// Builds the client and connects to the server now, so that a wrong address fails here.
     pub async fn connect(self) -> Result<DtmGrpcClient> {
-        let (server, channel, settings) = self.into_parts()?;
+        let (server, channel, settings, http_api) = self.into_parts()?;
         let dtm = match channel {
             Some(channel) => channel,
             None => {
@@ -161,9 +199,15 @@ impl DtmGrpcClientBuilder {
                 })?
             }
         };
-        Ok(DtmGrpcClient::assemble(server, dtm, settings))
+        Ok(DtmGrpcClient::assemble(server, dtm, settings, http_api))
     }
 }
+
+/// The client of the server's HTTP API, where the feature provides one.
+#[cfg(feature = "http-api")]
+type HttpApi = Option<dtmcli::DtmClient>;
+#[cfg(not(feature = "http-api"))]
+type HttpApi = ();
 
 /// `host:port`, `http://host:port` or `https://host:port` (with the `tls` feature), without a
 /// path; returns the form sent in `dtm-dtm`: `host:port` for plain connections.
@@ -262,12 +306,16 @@ impl Settings {
 }
 
 impl DtmGrpcClient {
-    fn assemble(server: String, dtm: Channel, settings: Arc<Settings>) -> Self {
+    fn assemble(server: String, dtm: Channel, settings: Arc<Settings>, http_api: HttpApi) -> Self {
+        #[cfg(not(feature = "http-api"))]
+        let () = http_api;
         DtmGrpcClient {
             inner: Arc::new(Inner {
                 server,
                 dtm,
                 settings,
+                #[cfg(feature = "http-api")]
+                http_api,
             }),
         }
     }
@@ -312,6 +360,8 @@ impl DtmGrpcClient {
             #[cfg(feature = "tls")]
             tls: None,
             branch_channels: HashMap::new(),
+            #[cfg(feature = "http-api")]
+            http_api: None,
         }
     }
 
@@ -340,7 +390,12 @@ impl DtmGrpcClient {
         }
         let settings = Arc::clone(&self.inner.settings);
         let dtm = settings.channel(&server)?;
-        Ok(Self::assemble(server, dtm, settings))
+        // The HTTP API given belongs to this client's server, not to the other one.
+        #[cfg(feature = "http-api")]
+        let http_api = None;
+        #[cfg(not(feature = "http-api"))]
+        let http_api = ();
+        Ok(Self::assemble(server, dtm, settings, http_api))
     }
 
     /// Runs one call of the `Dtm` service and reads its status the protocol's way.
@@ -356,6 +411,105 @@ impl DtmGrpcClient {
             .map_err(|status| {
                 from_status(&self.inner.server, &format!("/dtmgimp.Dtm/{rpc}"), status)
             })
+    }
+
+    /// Submits a transaction. A `wait_result` submit that DTM did not answer with OK is
+    /// decided from the status DTM stored, read through the HTTP API
+    /// ([`DtmGrpcClientBuilder::http_api`], which [`DtmGrpcClient::check_options`] requires).
+    pub(crate) async fn submit(&self, request: proto::DtmRequest) -> Result<()> {
+        let wait = request
+            .trans_options
+            .as_ref()
+            .is_some_and(|o| o.wait_result);
+        #[cfg(feature = "http-api")]
+        let gid = request.gid.clone();
+        let answer = self
+            .call("Submit", |mut c| async move { c.submit(request).await })
+            .await;
+        match answer {
+            #[cfg(feature = "http-api")]
+            Err(answer) if wait && dtm_answered(&answer) => match &self.inner.http_api {
+                Some(http) => match http.query(&gid).await {
+                    Ok(stored) => dtmcli::settle_wait_result(answer, &stored),
+                    Err(e) => {
+                        tracing::warn!(gid, error = %e, "cannot read the transaction's status after a wait_result submit");
+                        Err(answer)
+                    }
+                },
+                None => Err(answer),
+            },
+            other => {
+                let _ = wait;
+                other
+            }
+        }
+    }
+
+    /// Checks a transaction's options before anything is sent: [`TransOptions::check`], and
+    /// `wait_result` only with the HTTP API to decide its answer.
+    ///
+    /// [`TransOptions::check`]: dtmcli::TransOptions::check
+    pub(crate) fn check_options(&self, options: &dtmcli::TransOptions) -> Result<()> {
+        options.check()?;
+        if options.wait_result && self.http_api().is_none() {
+            return Err(Error::InvalidArgument(
+                "wait_result over gRPC needs DTM's HTTP API to tell a rollback from a \
+                 transaction DTM still retries (its gRPC API answers Aborted for both): set \
+                 DtmGrpcClientBuilder::http_api"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The client of the same server's HTTP API, if [`DtmGrpcClientBuilder::http_api`] set one.
+    #[cfg(feature = "http-api")]
+    pub fn http_api(&self) -> Option<&dtmcli::DtmClient> {
+        self.inner.http_api.as_ref()
+    }
+
+    #[cfg(not(feature = "http-api"))]
+    fn http_api(&self) -> Option<()> {
+        None
+    }
+
+    /// Where transaction `gid` stands now, read through the HTTP API
+    /// ([`DtmGrpcClientBuilder::http_api`]); see [`dtmcli::DtmClient::outcome`].
+    #[cfg(feature = "http-api")]
+    pub async fn outcome(&self, gid: &str) -> Result<dtmcli::Outcome> {
+        self.require_http_api()?.outcome(gid).await
+    }
+
+    /// Waits until transaction `gid` ends, for at most `timeout`, reading its status through
+    /// the HTTP API ([`DtmGrpcClientBuilder::http_api`]); see
+    /// [`dtmcli::DtmClient::wait_final`].
+    #[cfg(feature = "http-api")]
+    pub async fn wait_final(&self, gid: &str, timeout: Duration) -> Result<dtmcli::Outcome> {
+        self.require_http_api()?.wait_final(gid, timeout).await
+    }
+
+    #[cfg(feature = "http-api")]
+    fn require_http_api(&self) -> Result<&dtmcli::DtmClient> {
+        self.http_api().ok_or_else(|| {
+            Error::InvalidArgument(
+                "DTM's gRPC API cannot say where a transaction stands: set \
+                 DtmGrpcClientBuilder::http_api to its HTTP API"
+                    .into(),
+            )
+        })
+    }
+
+    /// Checks that the server answers its gRPC API; for readiness probes and start-up
+    /// checks. DTM's gRPC API has no ping, so this asks for a gid (`NewGid`), which stores
+    /// nothing.
+    ///
+    /// ```no_run
+    /// # async fn demo(dtm: dtmgrpc::DtmGrpcClient) -> dtmgrpc::Result<()> {
+    /// dtm.ping().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn ping(&self) -> Result<()> {
+        self.new_gid().await.map(drop)
     }
 
     /// A new global transaction id from the server (`NewGid`).
@@ -433,6 +587,20 @@ impl DtmGrpcClient {
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| from_status(url.target(), url.method(), status))
+    }
+}
+
+/// Whether DTM itself answered the call (a status with protocol meaning, or one it sends
+/// for an error), as opposed to the call not reaching it.
+#[cfg(feature = "http-api")]
+fn dtm_answered(answer: &Error) -> bool {
+    match answer {
+        Error::Failure { .. } | Error::Ongoing { .. } => true,
+        Error::Other(e) => e.downcast_ref::<GrpcError>().is_some_and(|e| {
+            e.status()
+                .is_some_and(|s| s.code() != tonic::Code::Unavailable)
+        }),
+        _ => false,
     }
 }
 

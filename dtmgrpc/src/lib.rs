@@ -30,7 +30,10 @@
 //!     amount: i64,
 //! }
 //!
-//! let dtm = DtmGrpcClient::connect("localhost:36790").await?;
+//! let dtm = DtmGrpcClient::builder("localhost:36790")
+//!     .http_api("http://localhost:36789/api/dtmsvr") // for wait_result and outcomes
+//!     .connect()
+//!     .await?;
 //! let busi = "localhost:58081/busi.Busi";
 //! let req = TransReq { amount: 30 };
 //! let gid = dtm.new_gid().await?;
@@ -44,7 +47,9 @@
 //! ```
 //!
 //! Features: `server` (default) enables tonic's server in the re-exported [`tonic`], to serve
-//! branches; `tls` enables TLS (rustls with the system's roots) for `https://` addresses.
+//! branches; `http-api` (default) adds a client of DTM's HTTP API beside the gRPC one, for
+//! what DTM's gRPC API cannot answer (`outcome`, `wait_final`, deciding a `wait_result`
+//! submit); `tls` enables TLS (rustls with the system's roots) for `https://` addresses.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -95,7 +95,7 @@ impl Msg {
 
     fn request(&self) -> Result<proto::DtmRequest> {
         crate::trans::check_gid(&self.gid)?;
-        self.options.check()?;
+        self.client.check_options(&self.options)?;
         if self.options.concurrent {
             return Err(Error::InvalidArgument(
                 "msg concurrency cannot be requested over gRPC (DtmTransOptions has no such field)"
@@ -129,9 +129,7 @@ impl Msg {
     /// Submits the message: the server calls every step until it succeeds.
     pub async fn submit(&self) -> Result<()> {
         let req = self.request()?;
-        self.client
-            .call("Submit", |mut c| async move { c.submit(req).await })
-            .await
+        self.client.submit(req).await
     }
 
     /// Drops a prepared message: it ends as `failed` and no step is called.

@@ -109,14 +109,27 @@ impl Saga {
 
     dtmcli::__option_setters!();
 
-    /// Submits the saga. Without `wait_result` this returns once the server stored it; with it,
-    /// once the server processed it, with [`Error::Failure`] if it rolled back or is not
-    /// finished (the server answers `Aborted` for both).
+    /// How many times DTM retries a failing action at once (an error or ONGOING, not
+    /// FAILURE) before it rolls the saga back; `0`, the default, retries on its cron until the
+    /// action succeeds or fails.
+    pub fn retry_limit(mut self, limit: u64) -> Self {
+        self.options.retry_limit = limit;
+        self
+    }
+
+    /// Submits the saga. Without `wait_result` this returns once the server stored it.
+    ///
+    /// With `wait_result` (which needs [`DtmGrpcClientBuilder::http_api`]), it returns once
+    /// the server processed it: `Ok(())` if every step succeeded, [`Error::Failure`] if it
+    /// rolled back, [`Error::Unfinished`] if DTM still retries a branch (see
+    /// [`dtmcli::Saga::submit`]).
+    ///
+    /// [`DtmGrpcClientBuilder::http_api`]: crate::DtmGrpcClientBuilder::http_api
     ///
     /// Malformed gRPC step URLs and unserializable payloads are reported before any call.
     pub async fn submit(&self) -> Result<()> {
         crate::trans::check_gid(&self.gid)?;
-        self.options.check()?;
+        self.client.check_options(&self.options)?;
         let steps = self.steps.check()?;
         let count = self.steps.steps.len();
         for (step, preceding) in &self.orders {
@@ -144,9 +157,7 @@ impl Saga {
         req.steps = steps;
         req.bin_payloads = self.steps.payloads.clone();
         req.customed_data = customed_data;
-        self.client
-            .call("Submit", |mut c| async move { c.submit(req).await })
-            .await
+        self.client.submit(req).await
     }
 }
 

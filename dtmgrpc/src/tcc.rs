@@ -86,7 +86,7 @@ impl TccBuilder {
         E: From<Error> + fmt::Display,
     {
         crate::trans::check_gid(&self.gid)?;
-        self.options.check()?;
+        self.client.check_options(&self.options)?;
         let tcc = Tcc {
             inner: Arc::new(OpenTrans::new(
                 self.client.clone(),

@@ -148,9 +148,7 @@ impl GlobalCalls for GrpcGlobal {
 
     async fn submit(&self) -> Result<()> {
         let req = self.request.clone();
-        self.client
-            .call("Submit", |mut c| async move { c.submit(req).await })
-            .await
+        self.client.submit(req).await
     }
 
     async fn abort(&self, reason: String) -> Result<()> {

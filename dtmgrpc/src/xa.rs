@@ -61,7 +61,7 @@ impl XaBuilder {
         E: From<Error> + fmt::Display,
     {
         crate::trans::check_gid(&self.gid)?;
-        self.options.check()?;
+        self.client.check_options(&self.options)?;
         let xa = Xa {
             inner: Arc::new(OpenTrans::new(
                 self.client.clone(),

@@ -377,7 +377,7 @@ const GUARDED: [&str; 12] = [
 /// - plain API: `TransInB2` (two protected local transactions in one handler);
 /// - no barrier: `TransInTryNested` (opens a nested TCC branch), `QueryPrepared` (answers
 ///   SUCCESS: "the local work committed", for messages without local work), and
-///   `QueryPreparedB` (the barrier's answer to a message query).
+///   `QueryPreparedB` (the barrier's ready-made answer to a message query).
 pub fn router<DB: Ledger>(bank: Bank<DB>) -> Router {
     let mut guarded = Router::new();
     for route in GUARDED {
@@ -390,7 +390,7 @@ pub fn router<DB: Ledger>(bank: Bank<DB>) -> Router {
             ),
         );
     }
-    let guarded = guarded.layer(BarrierLayer::new(bank.barrier.clone()));
+    let guarded = guarded.layer(BarrierLayer::for_http(bank.barrier.clone()));
     let plain = Router::new()
         .route(
             "/TransInB2",
@@ -412,14 +412,7 @@ pub fn router<DB: Ledger>(bank: Bank<DB>) -> Router {
             "/QueryPrepared",
             any(|_info: BranchInfo| async { DtmResult::Success }),
         )
-        .route(
-            "/QueryPreparedB",
-            any(
-                |State(bank): State<Bank<DB>>, info: BranchInfo| async move {
-                    bank.barrier.query_prepared(&info.gid).await
-                },
-            ),
-        );
+        .route("/QueryPreparedB", bank.barrier.query_prepared_route());
     let recorder = bank.recorder.clone();
     let api = guarded
         .merge(plain)

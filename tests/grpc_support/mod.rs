@@ -24,8 +24,13 @@ pub fn grpc_addr() -> String {
 
 /// A gRPC client of this binary's DTM server, for the current test's runtime (tonic channels
 /// belong to the runtime they were created on, and every test has its own).
+///
+/// It knows the server's HTTP API too, for outcomes and `wait_result`.
 pub fn dtm_grpc() -> DtmGrpcClient {
-    DtmGrpcClient::connect_lazy(grpc_addr()).expect("a gRPC client inside the test runtime")
+    DtmGrpcClient::builder(grpc_addr())
+        .http_api(&support::dtm().api)
+        .build()
+        .expect("a gRPC client inside the test runtime")
 }
 
 /// The gRPC business service of this test binary, on its own runtime thread so that it
@@ -142,7 +147,7 @@ pub fn serve_sql<DB: crate::support::busi::Ledger>(
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let layer = with_barrier.then(|| dtm_barrier::BarrierLayer::grpc(bank.barrier().clone()));
+    let layer = with_barrier.then(|| dtm_barrier::BarrierLayer::for_grpc(bank.barrier().clone()));
     bank.runtime().spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).unwrap();
         tonic::transport::Server::builder()

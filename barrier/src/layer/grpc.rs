@@ -26,7 +26,7 @@ use dtmcli::answer::neutral;
 /// # {
 /// use dtm_barrier::{Barrier, BarrierLayer};
 /// let server = tonic::transport::Server::builder()
-///     .layer(BarrierLayer::grpc(Barrier::new(pool)))
+///     .layer(BarrierLayer::for_grpc(Barrier::new(pool)))
 ///     .add_service(svc);
 /// # }
 /// ```
@@ -92,7 +92,7 @@ impl Transport for Grpc {
 
 /// Reads branch info from gRPC metadata (`dtm-gid`, `dtm-trans_type`, `dtm-branch_id`,
 /// `dtm-op`, and from clients `dtm-dtm`, `dtm-phase2_url`).
-fn branch_info_from_metadata(headers: &HeaderMap) -> Result<BranchInfo, dtmcli::Error> {
+pub(crate) fn branch_info_from_metadata(headers: &HeaderMap) -> Result<BranchInfo, dtmcli::Error> {
     BranchInfo::from_prefixed(|key| headers.get(key).map(|v| v.as_bytes()))
 }
 

@@ -12,7 +12,8 @@ use crate::Error;
 use dtmcli::answer::neutral;
 
 /// HTTP for axum: branch info from the query string (then `dtm-*` headers), answers as
-/// `dtmcli`'s branch helpers write them; 2xx means success.
+/// `dtmcli`'s branch helpers write them. Only 200 commits, because DTM counts only 200 as
+/// SUCCESS: any other answer rolls back.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Http;
 
@@ -58,6 +59,6 @@ impl Transport for Http {
     }
 
     fn succeeded(response: &Response<Body>) -> bool {
-        response.status().is_success()
+        response.status() == StatusCode::OK
     }
 }

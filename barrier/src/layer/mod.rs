@@ -10,9 +10,10 @@
 //!
 //! - duplicate, null compensation or hanging → commit, answer SUCCESS (HTTP 200
 //!   `{"dtm_result":"SUCCESS"}`, gRPC OK) without calling the handler;
-//! - otherwise the handler runs with the open transaction ([`BarrierTx`]); a successful answer
-//!   (HTTP 2xx, gRPC OK) commits (a failed commit answers 500 / `Internal`), any other answer
-//!   rolls back and reaches DTM unchanged (409 / 425 / 500, `Aborted` / `FailedPrecondition`);
+//! - otherwise the handler runs with the open transaction ([`BarrierTx`]); a successful
+//!   answer (HTTP 200, the only status DTM reads as SUCCESS; gRPC OK) commits (a failed
+//!   commit answers 500 / `Internal`), any other answer rolls back and reaches DTM unchanged
+//!   (409 / 425 / 500, `Aborted` / `FailedPrecondition`);
 //! - a database error rolls back and answers 500 / `Internal`, so DTM retries; a deadlock
 //!   among the barrier's own inserts is first retried a few times; a cancelled request rolls
 //!   back.
@@ -23,6 +24,7 @@
 
 #[cfg(feature = "tonic")]
 mod grpc;
+#[cfg(feature = "axum")]
 mod http_transport;
 mod tx;
 
@@ -41,7 +43,10 @@ use tokio::sync::Mutex;
 use tower::{Layer, Service};
 
 #[cfg(feature = "tonic")]
+pub(crate) use grpc::branch_info_from_metadata;
+#[cfg(feature = "tonic")]
 pub use grpc::Grpc;
+#[cfg(feature = "axum")]
 pub use http_transport::Http;
 pub use tx::{BarrierTx, BarrierTxRejection, TxGuard};
 
@@ -81,7 +86,7 @@ impl std::error::Error for BodyError {}
 
 /// How a transport carries branch info and the answers the layer writes itself.
 ///
-/// Implemented by [`Http`] (axum) and, with the `tonic` feature, `Grpc` (tonic).
+/// Implemented by `Http` (feature `axum`) and `Grpc` (feature `tonic`).
 pub trait Transport: Send + Sync + 'static {
     /// The request body type.
     type ReqBody: http_body::Body<Data = Bytes, Error = Self::BodyError> + Send + 'static;
@@ -106,11 +111,17 @@ pub trait Transport: Send + Sync + 'static {
     fn succeeded(response: &Response<Self::ResBody>) -> bool;
 }
 
-/// Wraps a service (an axum `Router` or route; a tonic server with `BarrierLayer::grpc`, feature
-/// `tonic`) in the barrier.
+/// Wraps a service in the barrier: an axum `Router` or route with
+/// [`for_http`](BarrierLayer::for_http) (feature `axum`), a tonic server with
+/// [`for_grpc`](BarrierLayer::for_grpc) (feature `tonic`).
+///
+/// Put it on a router holding the branch routes only and nest or merge that router into the
+/// app: every request through the layer must be a DTM branch call, so `/health` or a REST
+/// route behind it would be answered 400.
 ///
 /// ```no_run
-/// use axum::{routing::post, Router};
+/// # #[cfg(feature = "axum")] mod demo {
+/// use axum::{routing::{get, post}, Router};
 /// use dtm_barrier::{Barrier, BarrierLayer, BarrierTx, Error};
 /// use dtmcli::DtmResult;
 /// use sqlx::Sqlite;
@@ -123,20 +134,25 @@ pub trait Transport: Send + Sync + 'static {
 /// }
 ///
 /// # async fn demo(pool: sqlx::SqlitePool) {
+/// let branches: Router = Router::new()
+///     .route("/TransOut", post(trans_out))
+///     .layer(BarrierLayer::for_http(Barrier::new(pool)).body_limit(64 * 1024));
 /// let app: Router = Router::new()
-///     .route("/api/busi/TransOut", post(trans_out))
-///     .layer(BarrierLayer::new(Barrier::new(pool)).body_limit(64 * 1024));
+///     .route("/health", get(|| async { "ok" }))
+///     .nest("/api/busi", branches);
+/// # }
 /// # }
 /// ```
-pub struct BarrierLayer<DB: BarrierDatabase, T: Transport = Http> {
+pub struct BarrierLayer<DB: BarrierDatabase, T: Transport> {
     barrier: Barrier<DB>,
     body_limit: usize,
     transport: PhantomData<fn() -> T>,
 }
 
+#[cfg(feature = "axum")]
 impl<DB: BarrierDatabase> BarrierLayer<DB, Http> {
-    /// A layer running `barrier` around every HTTP request (axum).
-    pub fn new(barrier: Barrier<DB>) -> Self {
+    /// A layer running `barrier` around every HTTP request of an axum router or route.
+    pub fn for_http(barrier: Barrier<DB>) -> Self {
         Self::with_transport(barrier)
     }
 }
@@ -144,22 +160,27 @@ impl<DB: BarrierDatabase> BarrierLayer<DB, Http> {
 #[cfg(feature = "tonic")]
 impl<DB: BarrierDatabase> BarrierLayer<DB, Grpc> {
     /// A layer running `barrier` around every gRPC request of a tonic server
-    /// (`Server::builder().layer(BarrierLayer::grpc(barrier))`). DTM calls branches with unary
-    /// requests; the layer reads the request message before it begins the transaction, so it
-    /// is not meant for streaming methods.
-    pub fn grpc(barrier: Barrier<DB>) -> Self {
+    /// (`Server::builder().layer(BarrierLayer::for_grpc(barrier))`). DTM calls branches with
+    /// unary requests; the layer reads the request message before it begins the transaction,
+    /// so it is not meant for streaming methods.
+    pub fn for_grpc(barrier: Barrier<DB>) -> Self {
         Self::with_transport(barrier)
     }
 }
 
 impl<DB: BarrierDatabase, T: Transport> BarrierLayer<DB, T> {
-    /// A layer for another transport, such as [`Http`] or `Grpc`.
+    /// A layer for a transport of your own (an implementation of [`Transport`]).
     pub fn with_transport(barrier: Barrier<DB>) -> Self {
         BarrierLayer {
             barrier,
             body_limit: DEFAULT_BODY_LIMIT,
             transport: PhantomData,
         }
+    }
+
+    /// The barrier the layer runs.
+    pub fn barrier(&self) -> &Barrier<DB> {
+        &self.barrier
     }
 
     /// The largest request body the layer reads, in bytes (default [`DEFAULT_BODY_LIMIT`]); a
@@ -204,11 +225,33 @@ impl<S, DB: BarrierDatabase, T: Transport> Layer<S> for BarrierLayer<DB, T> {
 }
 
 /// The service made by [`BarrierLayer`].
-pub struct BarrierService<S, DB: BarrierDatabase, T: Transport = Http> {
+pub struct BarrierService<S, DB: BarrierDatabase, T: Transport> {
     inner: S,
     barrier: Barrier<DB>,
     body_limit: usize,
     transport: PhantomData<fn() -> T>,
+}
+
+impl<S, DB: BarrierDatabase, T: Transport> BarrierService<S, DB, T> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, without the barrier.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The barrier the service runs.
+    pub fn barrier(&self) -> &Barrier<DB> {
+        &self.barrier
+    }
 }
 
 impl<S: Clone, DB: BarrierDatabase, T: Transport> Clone for BarrierService<S, DB, T> {
@@ -420,6 +463,7 @@ mod tests {
             "409" => DtmResult::Failure.into_response(),
             "425" => DtmResult::Ongoing.into_response(),
             "500" => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            "201" => StatusCode::CREATED.into_response(),
             _ => DtmResult::Success.into_response(),
         }
     }
@@ -428,7 +472,7 @@ mod tests {
         let calls = Calls::default();
         let app = Router::new()
             .route("/op", post(handler))
-            .layer(BarrierLayer::new(Barrier::new(pool)))
+            .layer(BarrierLayer::for_http(Barrier::new(pool)))
             .layer(axum::Extension(calls.clone()));
         (app, calls)
     }
@@ -535,6 +579,48 @@ mod tests {
         assert_eq!(calls.get(), before);
     }
 
+    /// DTM reads only 200 as SUCCESS (201 is an error it retries), so only 200 commits.
+    #[tokio::test]
+    async fn only_200_commits() {
+        let pool = pool().await;
+        let (app, calls) = app(pool.clone());
+        assert_eq!(call(&app, &q("g201", "01", "action"), "201").await.0, 201);
+        assert_eq!(count(&pool, "note", "g201").await, 0);
+        assert_eq!(count(&pool, "dtm_barrier", "g201").await, 0);
+        // DTM's retry runs the handler again, and its 200 commits.
+        let before = calls.get();
+        assert_eq!(call(&app, &q("g201", "01", "action"), "ok").await.0, 200);
+        assert_eq!(calls.get(), before + 1);
+        assert_eq!(count(&pool, "note", "g201").await, 1);
+    }
+
+    #[tokio::test]
+    async fn the_ready_made_query_route_answers_message_queries_only() {
+        let pool = pool().await;
+        let barrier = Barrier::new(pool.clone());
+        let app: Router = Router::new().route("/op", barrier.query_prepared_route());
+        let query = |gid: &str, branch: &str, op: &str| {
+            format!("gid={gid}&trans_type=msg&branch_id={branch}&op={op}")
+        };
+        // Nothing committed for gm1: 409, and its row now blocks a late local transaction.
+        let (status, body) = call(&app, &query("gm1", "00", "msg"), "").await;
+        assert_eq!((status, body.contains("FAILURE")), (409, true), "{body}");
+        assert_eq!(count(&pool, "dtm_barrier", "gm1").await, 1);
+        // A local transaction that committed first: 200.
+        let branch = barrier.branch(
+            dtmcli::BranchInfo::from_query("gid=gm2&trans_type=msg&branch_id=00&op=msg").unwrap(),
+        );
+        branch.call(async |_conn| Ok::<_, Error>(())).await.unwrap();
+        assert_eq!(call(&app, &query("gm2", "00", "msg"), "").await.0, 200);
+        // Not a message query: 400 naming the field, nothing written.
+        let (status, body) = call(&app, &query("gm3", "01", "action"), "").await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("`op`"), "{body}");
+        assert_eq!(count(&pool, "dtm_barrier", "gm3").await, 0);
+        let (status, body) = call(&app, "gid=gm4", "").await;
+        assert_eq!(status, 400, "{body}");
+    }
+
     #[tokio::test]
     async fn a_cancelled_request_rolls_back() {
         let pool = pool().await;
@@ -577,7 +663,7 @@ mod tests {
                     },
                 ),
             )
-            .layer(BarrierLayer::new(barrier.clone()));
+            .layer(BarrierLayer::for_http(barrier.clone()));
         let req = Request::post("/qp?gid=g7&trans_type=msg&branch_id=00&op=msg")
             .body(Body::empty())
             .unwrap();
@@ -636,7 +722,7 @@ mod tests {
         let calls = Calls::default();
         let app = Router::new()
             .route("/op", post(handler))
-            .layer(BarrierLayer::new(Barrier::new(pool.clone())).body_limit(8))
+            .layer(BarrierLayer::for_http(Barrier::new(pool.clone())).body_limit(8))
             .layer(axum::Extension(calls.clone()));
         let (status, body) =
             call(&app, &q("g10", "01", "action"), "far more than eight bytes").await;
@@ -767,7 +853,7 @@ mod tests {
         let pool = pool().await;
         let app = Router::new()
             .route("/op", post(insert_then_fail))
-            .layer(BarrierLayer::new(Barrier::new(pool.clone())));
+            .layer(BarrierLayer::for_http(Barrier::new(pool.clone())));
         let (status, body) = call(&app, &q("g15", "01", "action"), "").await;
         assert_eq!(status, 500, "{body}");
         assert!(body.contains("no_such_table"), "{body}");
@@ -791,7 +877,7 @@ mod tests {
         let calls = Calls::default();
         let branches = Router::new()
             .route("/TransOut", post(handler))
-            .layer(BarrierLayer::new(Barrier::new(pool.clone())));
+            .layer(BarrierLayer::for_http(Barrier::new(pool.clone())));
         let app: Router = Router::new()
             .route("/health", axum::routing::get(|| async { "ok" }))
             .route(

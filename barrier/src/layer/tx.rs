@@ -3,10 +3,15 @@
 use std::fmt;
 use std::sync::Arc;
 
+#[cfg(feature = "axum")]
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+#[cfg(feature = "axum")]
 use axum::http::request::Parts;
+#[cfg(feature = "axum")]
 use axum::http::StatusCode;
+#[cfg(feature = "axum")]
 use axum::response::{IntoResponse, Response};
+#[cfg(feature = "axum")]
 use axum::Json;
 use sqlx::Transaction;
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
@@ -15,9 +20,10 @@ use crate::{BarrierDatabase, BranchBarrier, Error};
 
 /// The local transaction [`BarrierLayer`](crate::BarrierLayer) opened for this request, with
 /// the barrier rows already inserted. Write the business changes through it; the layer
-/// commits when the handler answers 2xx and rolls back otherwise.
+/// commits when the handler answers 200 (gRPC OK) and rolls back otherwise.
 ///
 /// ```no_run
+/// # #[cfg(feature = "axum")] mod demo {
 /// use dtm_barrier::{BarrierTx, Error};
 /// use dtmcli::DtmResult;
 /// use sqlx::Sqlite;
@@ -29,6 +35,7 @@ use crate::{BarrierDatabase, BranchBarrier, Error};
 ///         .await?; // a database error rolls back and answers 500: DTM retries
 ///     Ok(DtmResult::Success)
 /// }
+/// # }
 /// ```
 pub struct BarrierTx<DB: BarrierDatabase> {
     pub(crate) tx: Arc<Mutex<Option<Transaction<'static, DB>>>>,
@@ -131,6 +138,7 @@ impl fmt::Display for BarrierTxRejection {
 
 impl std::error::Error for BarrierTxRejection {}
 
+#[cfg(feature = "axum")]
 impl IntoResponse for BarrierTxRejection {
     fn into_response(self) -> Response {
         let status = match self {
@@ -145,6 +153,7 @@ impl IntoResponse for BarrierTxRejection {
     }
 }
 
+#[cfg(feature = "axum")]
 impl<S: Send + Sync, DB: BarrierDatabase> FromRequestParts<S> for BarrierTx<DB> {
     type Rejection = BarrierTxRejection;
 
@@ -158,6 +167,7 @@ impl<S: Send + Sync, DB: BarrierDatabase> FromRequestParts<S> for BarrierTx<DB> 
 
 /// `Option<BarrierTx<DB>>`: `None` where the layer opened no transaction (routes without the
 /// layer, `op=msg` queries).
+#[cfg(feature = "axum")]
 impl<S: Send + Sync, DB: BarrierDatabase> OptionalFromRequestParts<S> for BarrierTx<DB> {
     type Rejection = std::convert::Infallible;
 
