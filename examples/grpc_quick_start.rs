@@ -34,7 +34,11 @@ async fn main() -> anyhow::Result<()> {
     let busi_addr =
         std::env::var("GRPC_BUSI_ADDR").unwrap_or_else(|_| "127.0.0.1:58081".to_owned());
 
-    let dtm = DtmGrpcClient::connect(&grpc_server)
+    // DTM's gRPC API cannot say where a transaction stands; its HTTP API can, which
+    // `wait_result` and `outcome` need.
+    let dtm = DtmGrpcClient::builder(&grpc_server)
+        .http_api(&http_server)
+        .connect()
         .await
         .with_context(|| format!("connect to DTM at {grpc_server}"))?;
     let reader = DtmClient::new(&http_server)?;

@@ -268,16 +268,10 @@ async fn grpc_saga_wait_result_ongoing_is_unfinished_and_outcome_follows_it() {
         .submit()
         .await
         .unwrap_err();
-    match &err {
-        Error::Unfinished {
-            status, pending, ..
-        } => {
-            assert_eq!(*status, GlobalStatus::Submitted);
-            assert_eq!(pending.len(), 1, "{pending:?}");
-            assert!(pending[0].ends_with("/TransIn"), "{pending:?}");
-        }
-        other => panic!("expected Unfinished, got {other:?}"),
-    }
+    let (status, pending) = support::unfinished(&err);
+    assert_eq!(status, GlobalStatus::Submitted);
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert!(pending[0].ends_with("/TransIn"), "{pending:?}");
     assert_eq!(
         dtm.wait_final(&gid, Duration::from_secs(20)).await.unwrap(),
         dtmcli::Outcome::Succeeded

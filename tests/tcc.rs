@@ -298,22 +298,16 @@ async fn tcc_wait_result_with_a_confirm_ongoing_is_unfinished_then_succeeds() {
         })
         .await
         .unwrap_err();
-    match &err {
-        Error::Unfinished {
-            status, pending, ..
-        } => {
-            assert_eq!(*status, GlobalStatus::Submitted);
-            assert!(
-                pending.iter().any(|url| url.contains("/TransOutConfirm")),
-                "{pending:?}"
-            );
-            assert!(
-                pending.iter().all(|url| !url.contains("Cancel")),
-                "only forward branches are pending while submitted: {pending:?}"
-            );
-        }
-        other => panic!("expected Unfinished, got {other:?}"),
-    }
+    let (status, pending) = support::unfinished(&err);
+    assert_eq!(status, GlobalStatus::Submitted);
+    assert!(
+        pending.iter().any(|url| url.contains("/TransOutConfirm")),
+        "{pending:?}"
+    );
+    assert!(
+        pending.iter().all(|url| !url.contains("Cancel")),
+        "only forward branches are pending while submitted: {pending:?}"
+    );
     assert_eq!(
         client()
             .wait_final(&gid, Duration::from_secs(20))

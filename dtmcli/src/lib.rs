@@ -39,14 +39,6 @@
 
 mod options;
 
-/// The shared option setters, under their short name inside this crate.
-#[allow(unused_macros)]
-macro_rules! option_setters {
-    () => {
-        $crate::__option_setters!();
-    };
-}
-
 pub mod answer;
 mod branch;
 mod error;

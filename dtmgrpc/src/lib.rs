@@ -4,8 +4,10 @@
 //! crate is the gRPC twin of [`dtmcli`]: it talks to the server's gRPC port (36790 by
 //! default) with [tonic], and helps tonic services act as branches.
 //!
-//! - [`DtmGrpcClient`]: [`Saga`], two-phase [`Msg`], TCC ([`TccBuilder`], [`Tcc`]), gids and
-//!   topics. Branch URLs are `host:port/package.Service/Method` ([`GrpcUrl`]); the server
+//! - [`DtmGrpcClient`]: [`Saga`], two-phase [`Msg`], TCC ([`TccBuilder`], [`Tcc`]), XA
+//!   ([`XaBuilder`], [`Xa`]; the local XA branch is `dtm_barrier`'s `xa_local`), gids,
+//!   topics, `ping`, and with the HTTP API ([`DtmGrpcClientBuilder::http_api`]) `outcome`
+//!   and `wait_final`. Branch URLs are `host:port/package.Service/Method` ([`GrpcUrl`]); the server
 //!   calls `http://` URLs of a gRPC transaction over HTTP, so transports can be mixed.
 //! - Branch side: [`branch_info`] reads the `dtm-*` metadata of a request; [`Error`] and
 //!   [`DtmResult`] convert into the [`tonic::Status`] DTM reads (FAILURE → `Aborted`, ONGOING →
@@ -16,7 +18,8 @@
 //! The protocol vocabulary ([`TransType`], [`Op`], statuses, [`DtmResult`], [`TransOptions`],
 //! [`BranchInfo`], [`BranchIdGen`]) and the [`Error`] type are [`dtmcli`]'s, re-exported here.
 //! The server's own API (`dtmgimp.proto`) is compiled into [`proto`]. Transaction status
-//! queries exist only over HTTP: use `dtmcli::DtmClient::query` (`dtmcli`'s `http` feature).
+//! queries exist only over HTTP: [`DtmGrpcClient::http_api`] gives the `dtmcli::DtmClient`
+//! of the same server when the builder was told its HTTP address.
 //!
 //! ```no_run
 //! # async fn demo() -> dtmgrpc::Result<()> {
@@ -95,3 +98,8 @@ pub use prost;
 
 /// The prost codec for tonic (`tonic_prost::ProstCodec`), for hand-written services.
 pub use tonic_prost;
+
+/// The README's code blocks, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

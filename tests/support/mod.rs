@@ -344,3 +344,17 @@ pub async fn status_of(gid: &str) -> (Option<GlobalStatus>, Vec<BranchStatus>) {
 /// Shorthands for branch status lists.
 #[allow(unused_imports)]
 pub use dtmcli::BranchStatus::{Failed as F, Prepared as P, Succeed as S};
+
+/// The stored status and the pending branch URLs of an [`dtmcli::Error::Unfinished`]; panics
+/// naming the error when it is another one.
+pub fn unfinished(err: &dtmcli::Error) -> (GlobalStatus, &[String]) {
+    match err {
+        dtmcli::Error::Unfinished {
+            status, pending, ..
+        } => {
+            assert!(err.is_unfinished() && !err.is_failure(), "{err:?}");
+            (*status, pending)
+        }
+        other => panic!("expected Unfinished, got {other:?}"),
+    }
+}
