@@ -11,9 +11,9 @@ use futures_util::FutureExt;
 
 use crate::{BranchIdGen, BranchInfo, Error, Result};
 
-/// The server calls of a TCC or XA global transaction, over some transport: the HTTP and
-/// gRPC clients implement it for [`run_global`].
-pub trait GlobalCalls: Sync {
+/// The server calls of a TCC or XA global transaction, over some transport, for
+/// [`run_global`].
+pub(crate) trait GlobalCalls: Sync {
     /// The global transaction id.
     fn gid(&self) -> &str;
     /// Stores the transaction as `prepared`.
@@ -25,12 +25,11 @@ pub trait GlobalCalls: Sync {
 }
 
 /// What the handle of an open TCC or XA transaction holds, for either client `C`: the client,
-/// the transaction and its next branch ids. Shared by the HTTP and gRPC clients.
-#[doc(hidden)]
-pub struct OpenTrans<C> {
-    pub client: C,
-    pub gid: String,
-    pub branch_headers: BTreeMap<String, String>,
+/// the transaction and its next branch ids.
+pub(crate) struct OpenTrans<C> {
+    pub(crate) client: C,
+    pub(crate) gid: String,
+    pub(crate) branch_headers: BTreeMap<String, String>,
     ids: Mutex<BranchIdGen>,
 }
 
@@ -49,7 +48,7 @@ impl<C: fmt::Debug> fmt::Debug for OpenTrans<C> {
 
 impl<C> OpenTrans<C> {
     /// A transaction whose branches get ids from `ids`.
-    pub fn new(
+    pub(crate) fn new(
         client: C,
         gid: String,
         branch_headers: BTreeMap<String, String>,
@@ -64,7 +63,7 @@ impl<C> OpenTrans<C> {
     }
 
     /// The next branch id (`01`, `02`, ... below the prefix).
-    pub fn next_branch_id(&self) -> Result<String> {
+    pub(crate) fn next_branch_id(&self) -> Result<String> {
         self.ids
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -89,7 +88,7 @@ pub trait XaRegistrar: Sync {
 /// reason and that error is returned; if it panics, it is aborted with `panic: <message>` and
 /// the panic resumes. The abort's own outcome is only logged: the caller's error matters more.
 /// Errors of the calls themselves convert into `E` through `From<Error>`.
-pub async fn run_global<C, B, Fut, T, E>(calls: &C, body: B) -> std::result::Result<T, E>
+pub(crate) async fn run_global<C, B, Fut, T, E>(calls: &C, body: B) -> std::result::Result<T, E>
 where
     C: GlobalCalls,
     B: FnOnce() -> Fut,

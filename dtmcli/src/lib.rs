@@ -11,8 +11,8 @@
 //! - with the `http` feature (default): [`DtmClient`] with [`Saga`], [`Msg`] (with
 //!   [`Msg::do_and_submit`]), TCC ([`TccBuilder`], [`Tcc`]), XA ([`XaBuilder`], [`Xa`]), the
 //!   read API ([`DtmClient::query`], [`DtmClient::all`]) and topics;
-//! - the flows shared with the gRPC client: [`do_and_submit`] ([`TwoPhaseMsg`]),
-//!   [`run_global`] ([`GlobalCalls`]) and [`XaRegistrar`];
+//! - what the gRPC client shares: the transaction [`model`] (TCC and XA written once over a
+//!   [`model::Transport`]), [`do_and_submit`] ([`TwoPhaseMsg`]) and [`XaRegistrar`];
 //! - with the `axum` feature (default): the [`BranchInfo`] extractor and `IntoResponse` for
 //!   [`DtmResult`] and [`Error`], for writing branches.
 //!
@@ -44,6 +44,7 @@ mod branch;
 mod error;
 mod gid;
 mod global;
+pub mod model;
 mod outcome;
 mod query;
 mod two_phase;
@@ -71,7 +72,7 @@ pub use branch::{
 };
 pub use error::{Error, Result};
 pub use gid::local_gid;
-pub use global::{run_global, GlobalCalls, OpenTrans, XaRegistrar};
+pub use global::XaRegistrar;
 #[doc(hidden)]
 pub use options::RedactedHeaders;
 pub use options::{whole_seconds, TransOptions};

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::{DtmClient, GlobalCalls, Protocol, Result, TransOptions, TransType};
+use crate::client::BranchResponse;
+use crate::model::{Encode, GlobalRequest, TccRegistration, Transport};
+use crate::{BranchInfo, DtmClient, Error, Protocol, Result, TransOptions, TransType};
 
 /// One saga or msg step on the wire: `{"action": URL, "compensate": URL}`.
 pub(crate) type Step = BTreeMap<&'static str, String>;
@@ -46,40 +48,79 @@ impl<'a> TransBody<'a> {
     }
 }
 
-/// The server calls of a TCC or XA transaction over HTTP.
-#[derive(Debug)]
-pub(crate) struct HttpGlobal {
-    pub(crate) client: DtmClient,
-    pub(crate) gid: String,
-    pub(crate) trans_type: TransType,
-    pub(crate) options: TransOptions,
+/// The body of `registerBranch` for a TCC branch ([`api_http.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/dtmsvr/api_http.go)).
+#[derive(Serialize)]
+struct RegisterTccBranch<'a> {
+    gid: &'a str,
+    trans_type: TransType,
+    branch_id: &'a str,
+    data: &'a str,
+    confirm: &'a str,
+    cancel: &'a str,
 }
 
-impl HttpGlobal {
-    fn body(&self) -> TransBody<'_> {
-        TransBody::bare(&self.gid, self.trans_type, &self.options)
-    }
-}
+/// HTTP: bodies are JSON, branch info goes in the query string.
+impl Transport for DtmClient {
+    type BranchResponse = BranchResponse;
 
-impl GlobalCalls for HttpGlobal {
-    fn gid(&self) -> &str {
-        &self.gid
+    fn server(&self) -> &str {
+        DtmClient::server(self)
     }
 
-    async fn prepare(&self) -> Result<()> {
-        self.client.post_trans("prepare", &self.body()).await
+    fn check_trans(&self, gid: &str, options: &TransOptions) -> Result<()> {
+        crate::check_gid(gid)?;
+        options.check()
     }
 
-    async fn submit(&self) -> Result<()> {
-        self.client.post_trans("submit", &self.body()).await
+    fn check_branch_url(&self, _url: &str) -> Result<()> {
+        Ok(())
     }
 
-    async fn abort(&self, reason: String) -> Result<()> {
+    fn for_server(&self, server: &str) -> Result<Self> {
+        self.with_server(server)
+    }
+
+    async fn global_call(&self, request: GlobalRequest<'_>) -> Result<()> {
         let body = TransBody {
-            rollback_reason: &reason,
-            ..self.body()
+            rollback_reason: request.rollback_reason,
+            ..TransBody::bare(request.gid, request.trans_type, request.options)
         };
-        self.client.post_trans("abort", &body).await
+        self.post_trans(request.call.as_str(), &body).await
+    }
+
+    async fn register_tcc_branch(&self, branch: TccRegistration<'_>) -> Result<()> {
+        let data = std::str::from_utf8(branch.payload).map_err(|e| {
+            Error::InvalidArgument(format!("a TCC branch payload is not JSON text: {e}"))
+        })?;
+        self.post(
+            "registerBranch",
+            &RegisterTccBranch {
+                gid: branch.gid,
+                trans_type: TransType::Tcc,
+                branch_id: branch.branch_id,
+                data,
+                confirm: branch.confirm,
+                cancel: branch.cancel,
+            },
+        )
+        .await
+    }
+
+    async fn call_branch(
+        &self,
+        url: &str,
+        info: &BranchInfo,
+        payload: Vec<u8>,
+        headers: &BTreeMap<String, String>,
+    ) -> Result<BranchResponse> {
+        DtmClient::call_branch(self, url, info, Some(payload), headers).await
+    }
+}
+
+/// Payloads are JSON.
+impl<P: Serialize + ?Sized> Encode<P> for DtmClient {
+    fn encode(payload: &P, what: &str) -> Result<Vec<u8>> {
+        serde_json::to_vec(payload).map_err(|e| Error::payload(what, e))
     }
 }
 
@@ -90,9 +131,6 @@ pub(crate) fn payload_json<T: Serialize + ?Sized>(
 ) -> Result<String, crate::Error> {
     serde_json::to_string(payload).map_err(|e| crate::Error::payload(what(), e))
 }
-
-/// The open-transaction state of this client's TCC and XA handles.
-pub(crate) type OpenTrans = crate::OpenTrans<DtmClient>;
 
 #[cfg(test)]
 mod tests {

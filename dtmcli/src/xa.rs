@@ -1,36 +1,21 @@
 //! XA: global transactions whose branches are local XA transactions of resource managers.
 //!
-//! The client side is [`XaBuilder::run`] and [`Xa::call_branch`]; the resource-manager side
+//! The client side is [`XaBuilder::run`](crate::model::XaBuilder::run) and
+//! [`Xa::call_branch`](crate::model::Xa::call_branch); the resource-manager side
 //! (the branch's local XA transaction on its database) lives in the barrier crate and uses
 //! [`register_xa_branch`] from here.
 
-use std::fmt;
-use std::future::Future;
-use std::sync::Arc;
-
 use serde::Serialize;
 
-use crate::client::BranchResponse;
-use crate::run_global;
-use crate::trans::{payload_json, HttpGlobal, OpenTrans};
-use crate::{BranchIdGen, BranchInfo, DtmClient, Error, Op, Result, TransOptions, TransType};
+use crate::{BranchInfo, DtmClient, Error, Result, TransType};
 
-/// Options of an XA transaction before it starts; [`XaBuilder::run`] runs it.
-#[derive(Debug)]
-#[must_use = "an XA transaction does nothing until you run it"]
-pub struct XaBuilder {
-    client: DtmClient,
-    gid: String,
-    options: TransOptions,
-}
+/// Options of an XA transaction before it starts; [`run`](crate::model::XaBuilder::run)
+/// runs it.
+pub type XaBuilder = crate::model::XaBuilder<DtmClient>;
 
-/// The handle of an open XA transaction, given to the closure of [`XaBuilder::run`].
-///
-/// Cheap to clone; clones call branches of the same transaction with distinct ids.
-#[derive(Debug, Clone)]
-pub struct Xa {
-    inner: Arc<OpenTrans>,
-}
+/// The handle of an open XA transaction, given to the closure of
+/// [`XaBuilder::run`](crate::model::XaBuilder::run); the payloads are JSON.
+pub type Xa = crate::model::Xa<DtmClient>;
 
 /// The body of `registerBranch` for an XA branch ([`api_http.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/dtmsvr/api_http.go)).
 #[derive(Debug, Serialize)]
@@ -39,107 +24,6 @@ struct RegisterXaBranch<'a> {
     trans_type: TransType,
     branch_id: &'a str,
     url: &'a str,
-}
-
-impl XaBuilder {
-    crate::__option_setters!();
-
-    /// Runs the global transaction: prepares it on the server, runs `f` with the handle
-    /// (which calls the branches' actions), then submits it; the server then commits every
-    /// branch in registration order.
-    ///
-    /// If `f` returns an error — including an action that answered FAILURE, ONGOING or an
-    /// error — the transaction is aborted with the error's text as rollback reason (the
-    /// server then rolls back every registered branch) and that error is returned. If `f`
-    /// panics, the transaction is aborted and the panic resumes. Errors of the SDK itself
-    /// convert into `E` through `From<Error>` (`anyhow::Error` and [`Error`] both work).
-    ///
-    /// ```no_run
-    /// # async fn demo(dtm: dtmcli::DtmClient) -> anyhow::Result<()> {
-    /// let busi = "http://localhost:8081/api/busi";
-    /// let body = serde_json::json!({"amount": 30});
-    /// let gid = dtm.new_gid().await?;
-    /// dtm.xa(gid)
-    ///     .run(|xa| async move {
-    ///         xa.call_branch(&body, &format!("{busi}/TransOutXa")).await?;
-    ///         xa.call_branch(&body, &format!("{busi}/TransInXa")).await?;
-    ///         Ok::<_, anyhow::Error>(())
-    ///     })
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn run<F, Fut, T, E>(self, f: F) -> std::result::Result<T, E>
-    where
-        F: FnOnce(Xa) -> Fut,
-        Fut: Future<Output = std::result::Result<T, E>>,
-        E: From<Error> + fmt::Display,
-    {
-        crate::check_gid(&self.gid)?;
-        self.options.check()?;
-        let handle = Xa {
-            inner: Arc::new(OpenTrans::new(
-                self.client.clone(),
-                self.gid.clone(),
-                self.options.branch_headers.clone(),
-                BranchIdGen::default(),
-            )),
-        };
-        let calls = HttpGlobal {
-            client: self.client,
-            gid: self.gid,
-            trans_type: TransType::Xa,
-            options: self.options,
-        };
-        run_global(&calls, move || f(handle)).await
-    }
-}
-
-impl Xa {
-    /// The global transaction id.
-    pub fn gid(&self) -> &str {
-        &self.inner.gid
-    }
-
-    /// Calls the action of the next branch.
-    ///
-    /// The branch gets the next id (`01`, `02`, ...). The call is a POST of `payload` as JSON
-    /// to `url` with `dtm`, `gid`, `branch_id`, `trans_type=xa`, `op=action` and
-    /// `phase2_url=<url>` in the query and the transaction's branch headers. The resource
-    /// manager runs its local XA transaction, registers the branch at the server with `url`
-    /// as phase-2 URL ([`register_xa_branch`]) and prepares; the server later calls `url`
-    /// again with `op=commit` or `op=rollback`. Anything but a 200 SUCCESS answer is an
-    /// error ([`Error::Failure`], [`Error::Ongoing`], ...).
-    ///
-    /// ```no_run
-    /// # async fn demo(xa: dtmcli::Xa) -> dtmcli::Result<()> {
-    /// let reply = xa
-    ///     .call_branch(&serde_json::json!({"amount": 30}), "http://localhost:8081/api/busi/TransInXa")
-    ///     .await?;
-    /// assert_eq!(reply.status(), 200);
-    /// # Ok(()) }
-    /// ```
-    pub async fn call_branch<T: Serialize + ?Sized>(
-        &self,
-        payload: &T,
-        url: impl AsRef<str>,
-    ) -> Result<BranchResponse> {
-        let url = url.as_ref();
-        let inner = &self.inner;
-        let branch_id = inner.next_branch_id()?;
-        let data = payload_json(payload, || format!("XA branch {branch_id}"))?;
-        let info = BranchInfo {
-            gid: inner.gid.clone(),
-            trans_type: TransType::Xa,
-            branch_id,
-            op: Op::Action,
-            dtm: Some(inner.client.server().to_owned()),
-            phase2_url: Some(url.to_owned()),
-        };
-        inner
-            .client
-            .call_branch(url, &info, Some(data.into_bytes()), &inner.branch_headers)
-            .await
-    }
 }
 
 /// Registers an XA branch at the server named in an incoming action call (`info.dtm`), with
@@ -187,7 +71,7 @@ impl crate::XaRegistrar for DtmClient {
 
 impl DtmClient {
     /// Starts an XA global transaction; set options on the builder, then
-    /// [`run`](XaBuilder::run) it.
+    /// [`run`](crate::model::XaBuilder::run) it.
     ///
     /// ```no_run
     /// # async fn demo(dtm: dtmcli::DtmClient) -> dtmcli::Result<()> {
@@ -202,17 +86,13 @@ impl DtmClient {
     /// # Ok(()) }
     /// ```
     pub fn xa(&self, gid: impl Into<String>) -> XaBuilder {
-        XaBuilder {
-            client: self.clone(),
-            gid: gid.into(),
-            options: TransOptions::default(),
-        }
+        XaBuilder::new(self.clone(), gid)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     use super::*;
 

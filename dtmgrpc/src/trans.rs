@@ -3,11 +3,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use dtmcli::{Error, GlobalCalls, Result, TransOptions, TransType};
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use dtmcli::model::{Encode, GlobalCall, GlobalRequest, TccRegistration, Transport};
+use dtmcli::{BranchInfo, Error, Result, TransOptions, TransType};
 use serde::Serialize;
 
 use crate::url::check_branch_url;
-use crate::{proto, DtmGrpcClient};
+use crate::{proto, BranchResponse, DtmGrpcClient, GrpcUrl};
 
 /// One saga or msg step: `{"action": URL, "compensate": URL}`, sent as JSON text in `Steps`.
 pub(crate) type Step = BTreeMap<&'static str, String>;
@@ -88,23 +92,6 @@ pub(crate) fn bare_request(
     }
 }
 
-/// The server calls of a TCC or XA transaction over gRPC.
-pub(crate) struct GrpcGlobal {
-    pub(crate) client: DtmGrpcClient,
-    pub(crate) request: proto::DtmRequest,
-}
-
-/// Names the transaction only: the request's options hold branch headers, often credentials.
-impl std::fmt::Debug for GrpcGlobal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GrpcGlobal")
-            .field("client", &self.client)
-            .field("gid", &self.request.gid)
-            .field("trans_type", &self.request.trans_type)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Checks a gid a gRPC client is about to give DTM: [`dtmcli::check_gid`], and printable
 /// ASCII only, because DTM hands it to gRPC branches in `dtm-gid` metadata, whose values
 /// cannot carry anything else.
@@ -120,48 +107,82 @@ pub(crate) fn check_gid(gid: &str) -> Result<()> {
     Ok(())
 }
 
-impl GrpcGlobal {
-    pub(crate) fn new(
-        client: DtmGrpcClient,
-        gid: &str,
-        trans_type: TransType,
-        options: &TransOptions,
-    ) -> Self {
-        GrpcGlobal {
-            client,
-            request: bare_request(gid, trans_type, options),
+/// gRPC: payloads are protobuf, branch info goes in `dtm-*` metadata, URLs are
+/// `host:port/package.Service/Method`.
+impl Transport for DtmGrpcClient {
+    type BranchResponse = BranchResponse;
+
+    fn server(&self) -> &str {
+        DtmGrpcClient::server(self)
+    }
+
+    fn check_trans(&self, gid: &str, options: &TransOptions) -> Result<()> {
+        check_gid(gid)?;
+        self.check_options(options)
+    }
+
+    fn check_branch_url(&self, url: &str) -> Result<()> {
+        check_branch_url(url)
+    }
+
+    fn for_server(&self, server: &str) -> Result<Self> {
+        DtmGrpcClient::for_server(self, server)
+    }
+
+    async fn global_call(&self, request: GlobalRequest<'_>) -> Result<()> {
+        let mut req = bare_request(request.gid, request.trans_type, request.options);
+        req.rollback_reason = request.rollback_reason.to_owned();
+        match request.call {
+            GlobalCall::Prepare => {
+                self.call("Prepare", |mut c| async move { c.prepare(req).await })
+                    .await
+            }
+            GlobalCall::Abort => {
+                self.call("Abort", |mut c| async move { c.abort(req).await })
+                    .await
+            }
+            _ => self.submit(req).await,
         }
     }
+
+    async fn register_tcc_branch(&self, branch: TccRegistration<'_>) -> Result<()> {
+        let register = proto::DtmBranchRequest {
+            gid: branch.gid.to_owned(),
+            trans_type: TransType::Tcc.as_str().to_owned(),
+            branch_id: branch.branch_id.to_owned(),
+            op: String::new(),
+            data: HashMap::from([
+                ("confirm".to_owned(), branch.confirm.to_owned()),
+                ("cancel".to_owned(), branch.cancel.to_owned()),
+            ]),
+            busi_payload: branch.payload.to_vec(),
+        };
+        self.call("RegisterBranch", |mut c| async move {
+            c.register_branch(register).await
+        })
+        .await
+    }
+
+    async fn call_branch(
+        &self,
+        url: &str,
+        info: &BranchInfo,
+        payload: Vec<u8>,
+        headers: &BTreeMap<String, String>,
+    ) -> Result<BranchResponse> {
+        let url = GrpcUrl::parse(url)?;
+        let bytes =
+            DtmGrpcClient::call_branch(self, &url, info, Bytes::from(payload), headers).await?;
+        Ok(BranchResponse::new(bytes))
+    }
 }
 
-impl GlobalCalls for GrpcGlobal {
-    fn gid(&self) -> &str {
-        &self.request.gid
-    }
-
-    async fn prepare(&self) -> Result<()> {
-        let req = self.request.clone();
-        self.client
-            .call("Prepare", |mut c| async move { c.prepare(req).await })
-            .await
-    }
-
-    async fn submit(&self) -> Result<()> {
-        let req = self.request.clone();
-        self.client.submit(req).await
-    }
-
-    async fn abort(&self, reason: String) -> Result<()> {
-        let mut req = self.request.clone();
-        req.rollback_reason = reason;
-        self.client
-            .call("Abort", |mut c| async move { c.abort(req).await })
-            .await
+/// Payloads are protobuf messages.
+impl<P: prost::Message> Encode<P> for DtmGrpcClient {
+    fn encode(payload: &P, _what: &str) -> Result<Vec<u8>> {
+        Ok(payload.encode_to_vec())
     }
 }
-
-/// The open-transaction state of this client's TCC and XA handles.
-pub(crate) type OpenTrans = dtmcli::OpenTrans<DtmGrpcClient>;
 
 #[cfg(test)]
 mod tests {
