@@ -68,17 +68,7 @@ impl DtmClientBuilder {
         self
     }
 
-    /// The total timeout of each call (default [`DEFAULT_TIMEOUT`]).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// The timeout for establishing a connection (default: none beyond `timeout`).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = Some(timeout);
-        self
-    }
+    crate::__timeout_setters!();
 
     /// Checks the server URL and builds the client.
     pub fn build(self) -> Result<DtmClient> {

@@ -172,7 +172,12 @@ impl Error {
         matches!(self, Error::Unfinished { .. })
     }
 
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    /// A [`Error::Payload`] for `what` (`steps`, `saga step 2`, ...), for the clients.
+    #[doc(hidden)]
+    pub fn payload_of(what: impl Into<String>, source: serde_json::Error) -> Self {
+        Self::payload(what, source)
+    }
+
     pub(crate) fn payload(what: impl Into<String>, source: serde_json::Error) -> Self {
         Error::Payload {
             what: what.into(),
@@ -181,7 +186,6 @@ impl Error {
     }
 
     /// A copy of a builder's deferred payload error (those are returned on every submit).
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn clone_payload(&self) -> Self {
         match self {
             Error::Payload { what, cause } => Error::Payload {

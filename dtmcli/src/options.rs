@@ -163,6 +163,28 @@ macro_rules! __option_setters {
     };
 }
 
+/// Adds the `timeout` and `connect_timeout` setters of the SDK's client builders (HTTP and
+/// gRPC). The type must have fields `timeout: Duration` and `connect_timeout:
+/// Option<Duration>`, and its crate a `DEFAULT_TIMEOUT`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __timeout_setters {
+    () => {
+        /// The total timeout of each call on the connections the SDK builds (default
+        /// [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT)).
+        pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.timeout = timeout;
+            self
+        }
+
+        /// The timeout for establishing a connection (default: none beyond `timeout`).
+        pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.connect_timeout = Some(timeout);
+            self
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,15 +1,10 @@
 //! The transaction body sent to `prepare`, `submit` and `abort`.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
 use crate::client::BranchResponse;
-use crate::model::{Encode, GlobalRequest, TccRegistration, Transport};
-use crate::{BranchInfo, DtmClient, Error, Protocol, Result, TransOptions, TransType};
-
-/// One saga or msg step on the wire: `{"action": URL, "compensate": URL}`.
-pub(crate) type Step = BTreeMap<&'static str, String>;
+use crate::model::{BranchCall, Encode, GlobalRequest, Step, TccRegistration, Transport};
+use crate::{DtmClient, Error, Protocol, Result, TransOptions, TransType};
 
 /// The JSON body of `prepare` / `submit` / `abort` ([`trans_class.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/dtmsvr/trans_class.go)).
 #[derive(Debug, Serialize)]
@@ -19,7 +14,7 @@ pub(crate) struct TransBody<'a> {
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub(crate) steps: &'a [Step],
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    pub(crate) payloads: &'a [String],
+    pub(crate) payloads: &'a [&'a str],
     #[serde(skip_serializing_if = "str::is_empty")]
     pub(crate) custom_data: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
@@ -32,6 +27,18 @@ pub(crate) struct TransBody<'a> {
 }
 
 impl<'a> TransBody<'a> {
+    /// The body of a request of the transaction model, with its payloads as text.
+    pub(crate) fn of(request: &GlobalRequest<'a>, payloads: &'a [&'a str]) -> Self {
+        TransBody {
+            steps: request.steps,
+            payloads,
+            custom_data: request.custom_data,
+            query_prepared: request.query_prepared,
+            rollback_reason: request.rollback_reason,
+            ..TransBody::bare(request.gid, request.trans_type, request.options)
+        }
+    }
+
     /// A body with no steps, payloads or extra data.
     pub(crate) fn bare(gid: &'a str, trans_type: TransType, options: &'a TransOptions) -> Self {
         TransBody {
@@ -76,16 +83,18 @@ impl Transport for DtmClient {
         Ok(())
     }
 
+    fn check_call_url(&self, _url: &str) -> Result<()> {
+        Ok(())
+    }
+
     fn for_server(&self, server: &str) -> Result<Self> {
         self.with_server(server)
     }
 
     async fn global_call(&self, request: GlobalRequest<'_>) -> Result<()> {
-        let body = TransBody {
-            rollback_reason: request.rollback_reason,
-            ..TransBody::bare(request.gid, request.trans_type, request.options)
-        };
-        self.post_trans(request.call.as_str(), &body).await
+        let payloads = payload_texts(request.payloads)?;
+        self.post_trans(request.call.as_str(), &TransBody::of(&request, &payloads))
+            .await
     }
 
     async fn register_tcc_branch(&self, branch: TccRegistration<'_>) -> Result<()> {
@@ -106,14 +115,14 @@ impl Transport for DtmClient {
         .await
     }
 
-    async fn call_branch(
-        &self,
-        url: &str,
-        info: &BranchInfo,
-        payload: Vec<u8>,
-        headers: &BTreeMap<String, String>,
-    ) -> Result<BranchResponse> {
-        DtmClient::call_branch(self, url, info, Some(payload), headers).await
+    async fn query_prepared(&self, call: BranchCall<'_>) -> Result<()> {
+        DtmClient::call_branch(self, call.url, call.info, None, call.headers)
+            .await
+            .map(drop)
+    }
+
+    async fn call_branch(&self, call: BranchCall<'_>, payload: Vec<u8>) -> Result<BranchResponse> {
+        DtmClient::call_branch(self, call.url, call.info, Some(payload), call.headers).await
     }
 }
 
@@ -124,12 +133,17 @@ impl<P: Serialize + ?Sized> Encode<P> for DtmClient {
     }
 }
 
-/// Serializes a step payload, or keeps the error for `submit` to return.
-pub(crate) fn payload_json<T: Serialize + ?Sized>(
-    payload: &T,
-    what: impl FnOnce() -> String,
-) -> Result<String, crate::Error> {
-    serde_json::to_string(payload).map_err(|e| crate::Error::payload(what(), e))
+/// The step payloads as the JSON texts DTM's HTTP API takes.
+pub(crate) fn payload_texts(payloads: &[Vec<u8>]) -> Result<Vec<&str>> {
+    payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            std::str::from_utf8(p).map_err(|e| {
+                Error::InvalidArgument(format!("the payload of step {i} is not JSON text: {e}"))
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

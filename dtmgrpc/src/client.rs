@@ -102,17 +102,7 @@ impl DtmGrpcClientBuilder {
         self
     }
 
-    /// The timeout of each call on channels the SDK builds (default [`DEFAULT_TIMEOUT`]).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// The timeout for establishing a connection (default: none beyond `timeout`).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = Some(timeout);
-        self
-    }
+    dtmcli::__timeout_setters!();
 
     /// Uses `channel` for calls to the branch target `host:port` (for example a channel with
     /// TLS or a load balancer); other targets get a plain channel.

@@ -1,65 +1,12 @@
-//! What the transaction builders share: steps, payloads, options and the `DtmRequest`.
-
-use std::collections::BTreeMap;
-use std::sync::Arc;
+//! The gRPC transport of the transaction model: requests, options and branch calls.
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
-use dtmcli::model::{Encode, GlobalCall, GlobalRequest, TccRegistration, Transport};
-use dtmcli::{BranchInfo, Error, Result, TransOptions, TransType};
-use serde::Serialize;
-
-use crate::url::check_branch_url;
+use crate::url::{check_branch_url, is_http};
 use crate::{proto, BranchResponse, DtmGrpcClient, GrpcUrl};
-
-/// One saga or msg step: `{"action": URL, "compensate": URL}`, sent as JSON text in `Steps`.
-pub(crate) type Step = BTreeMap<&'static str, String>;
-
-/// The steps and their payloads, with the first payload that could not be serialized.
-#[derive(Debug, Default)]
-pub(crate) struct Steps {
-    pub(crate) steps: Vec<Step>,
-    pub(crate) payloads: Vec<Vec<u8>>,
-    error: Option<(String, Arc<serde_json::Error>)>,
-}
-
-impl Steps {
-    pub(crate) fn push(&mut self, step: Step, payload: Vec<u8>) {
-        self.steps.push(step);
-        self.payloads.push(payload);
-    }
-
-    /// A step whose payload is `payload` as JSON (for `http://` branches).
-    pub(crate) fn push_json<T: Serialize + ?Sized>(&mut self, step: Step, payload: &T, kind: &str) {
-        let index = self.steps.len();
-        let bytes = serde_json::to_vec(payload).unwrap_or_else(|e| {
-            self.error
-                .get_or_insert_with(|| (format!("{kind} step {index}"), Arc::new(e)));
-            Vec::new()
-        });
-        self.push(step, bytes);
-    }
-
-    /// The deferred payload error, the steps' URLs checked, and the steps as JSON text.
-    pub(crate) fn check(&self) -> Result<String> {
-        if let Some((what, source)) = &self.error {
-            return Err(Error::Payload {
-                what: what.clone(),
-                cause: Arc::clone(source),
-            });
-        }
-        for url in self.steps.iter().flat_map(|s| s.values()) {
-            if !url.starts_with("topic://") {
-                check_branch_url(url)?;
-            }
-        }
-        serde_json::to_string(&self.steps).map_err(|e| Error::Payload {
-            what: "steps".into(),
-            cause: Arc::new(e),
-        })
-    }
-}
+use bytes::Bytes;
+use dtmcli::model::{BranchCall, Encode, GlobalCall, GlobalRequest, TccRegistration, Transport};
+use dtmcli::{Error, Result, TransOptions, TransType};
 
 /// The options as the gRPC server takes them. `concurrent` has no field there.
 pub(crate) fn proto_options(options: &TransOptions) -> proto::DtmTransOptions {
@@ -90,6 +37,30 @@ pub(crate) fn bare_request(
         trans_options: Some(proto_options(options)),
         ..proto::DtmRequest::default()
     }
+}
+
+/// The `DtmRequest` of a request of the transaction model: steps as JSON text, payloads as
+/// bytes. A message's concurrency is refused: the gRPC API has no field for it.
+pub(crate) fn dtm_request(request: &GlobalRequest<'_>) -> Result<proto::DtmRequest> {
+    if request.trans_type == TransType::Msg && request.options.concurrent {
+        return Err(Error::InvalidArgument(
+            "msg concurrency cannot be requested over gRPC (DtmTransOptions has no such field)"
+                .into(),
+        ));
+    }
+    let steps = if request.steps.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(request.steps).map_err(|e| Error::payload_of("steps", e))?
+    };
+    Ok(proto::DtmRequest {
+        steps,
+        bin_payloads: request.payloads.to_vec(),
+        customed_data: request.custom_data.to_owned(),
+        query_prepared: request.query_prepared.to_owned(),
+        rollback_reason: request.rollback_reason.to_owned(),
+        ..bare_request(request.gid, request.trans_type, request.options)
+    })
 }
 
 /// Checks a gid a gRPC client is about to give DTM: [`dtmcli::check_gid`], and printable
@@ -125,13 +96,16 @@ impl Transport for DtmGrpcClient {
         check_branch_url(url)
     }
 
+    fn check_call_url(&self, url: &str) -> Result<()> {
+        GrpcUrl::parse(url).map(drop)
+    }
+
     fn for_server(&self, server: &str) -> Result<Self> {
         DtmGrpcClient::for_server(self, server)
     }
 
     async fn global_call(&self, request: GlobalRequest<'_>) -> Result<()> {
-        let mut req = bare_request(request.gid, request.trans_type, request.options);
-        req.rollback_reason = request.rollback_reason.to_owned();
+        let req = dtm_request(&request)?;
         match request.call {
             GlobalCall::Prepare => {
                 self.call("Prepare", |mut c| async move { c.prepare(req).await })
@@ -163,16 +137,26 @@ impl Transport for DtmGrpcClient {
         .await
     }
 
-    async fn call_branch(
-        &self,
-        url: &str,
-        info: &BranchInfo,
-        payload: Vec<u8>,
-        headers: &BTreeMap<String, String>,
-    ) -> Result<BranchResponse> {
-        let url = GrpcUrl::parse(url)?;
+    async fn query_prepared(&self, call: BranchCall<'_>) -> Result<()> {
+        if is_http(call.url) {
+            // Not FAILURE: the message stays prepared and the server asks the URL itself.
+            return Err(Error::InvalidArgument(format!(
+                "the gRPC client does not call the HTTP query URL {} itself; the server will \
+                 ask it when the message times out",
+                call.url
+            )));
+        }
+        let url = GrpcUrl::parse(call.url)?;
+        DtmGrpcClient::call_branch(self, &url, call.info, Bytes::new(), call.headers)
+            .await
+            .map(drop)
+    }
+
+    async fn call_branch(&self, call: BranchCall<'_>, payload: Vec<u8>) -> Result<BranchResponse> {
+        let url = GrpcUrl::parse(call.url)?;
         let bytes =
-            DtmGrpcClient::call_branch(self, &url, info, Bytes::from(payload), headers).await?;
+            DtmGrpcClient::call_branch(self, &url, call.info, Bytes::from(payload), call.headers)
+                .await?;
         Ok(BranchResponse::new(bytes))
     }
 }
@@ -186,6 +170,10 @@ impl<P: prost::Message> Encode<P> for DtmGrpcClient {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use dtmcli::model::Step;
+
     use super::*;
 
     #[test]
@@ -214,39 +202,54 @@ mod tests {
     }
 
     #[test]
-    fn steps_are_json_text_and_urls_are_checked() {
-        let mut s = Steps::default();
-        s.push(
-            Step::from([
-                ("action", "h:1/busi.Busi/TransOut".into()),
-                ("compensate", "".into()),
-            ]),
-            vec![1, 2],
-        );
-        s.push_json(
-            Step::from([("action", "http://h/api/TransIn".into())]),
-            &[1],
-            "saga",
-        );
+    fn requests_carry_steps_as_json_text_and_payloads_as_bytes() {
+        let mut options = TransOptions::default();
+        options.retry_interval = 1;
+        let steps = [
+            Step::from([("action", "topic://t".to_owned())]),
+            Step::from([("action", "http://h/api/TransIn".to_owned())]),
+        ];
+        let payloads = [b"".to_vec(), br#"{"a":1}"#.to_vec()];
+        let request = GlobalRequest {
+            steps: &steps,
+            payloads: &payloads,
+            custom_data: r#"{"delay":2}"#,
+            ..GlobalRequest::new(GlobalCall::Submit, "g", TransType::Msg, &options)
+        };
+        let req = dtm_request(&request).unwrap();
+        assert_eq!(req.trans_type, "msg");
         assert_eq!(
-            s.check().unwrap(),
-            r#"[{"action":"h:1/busi.Busi/TransOut","compensate":""},{"action":"http://h/api/TransIn"}]"#
+            req.steps,
+            r#"[{"action":"topic://t"},{"action":"http://h/api/TransIn"}]"#
         );
-        assert_eq!(s.payloads[1], b"[1]");
+        assert_eq!(req.bin_payloads, [b"".to_vec(), br#"{"a":1}"#.to_vec()]);
+        assert_eq!(req.customed_data, r#"{"delay":2}"#);
+        assert_eq!(req.trans_options.unwrap().retry_interval, 1);
+    }
 
-        let mut bad = Steps::default();
-        bad.push(Step::from([("action", "h:1".into())]), vec![]);
-        assert!(bad
-            .check()
-            .unwrap_err()
-            .to_string()
-            .contains("invalid gRPC branch URL"));
+    #[tokio::test]
+    async fn bad_steps_and_msg_concurrency_fail_before_any_call() {
+        // Nothing listens on port 9: a call would fail differently.
+        let dtm = DtmGrpcClient::connect_lazy("127.0.0.1:9").unwrap();
+        let err = dtm
+            .saga("g")
+            .add_bytes("h:1", "", vec![])
+            .submit()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("invalid gRPC branch URL"), "{err}");
 
-        let mut bad = Steps::default();
         let map = BTreeMap::from([(vec![1u8], 1)]); // non-string keys cannot be JSON
-        bad.push_json(Step::from([("action", "".into())]), &map, "msg");
-        let err = bad.check().unwrap_err();
+        let err = dtm.msg("g").add_json("", &map).submit().await.unwrap_err();
         assert!(matches!(err, Error::Payload { .. }), "{err:?}");
         assert!(err.to_string().contains("msg step 0"), "{err}");
+
+        let err = dtm.msg("g").prepare("").await.unwrap_err();
+        assert!(err.to_string().contains("query_prepared is empty"), "{err}");
+
+        let mut options = TransOptions::default();
+        options.concurrent = true;
+        let err = dtm.msg("g").options(options).submit().await.unwrap_err();
+        assert!(err.to_string().contains("concurrency"), "{err}");
     }
 }

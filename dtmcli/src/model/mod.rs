@@ -1,7 +1,7 @@
 //! The transaction model shared by the HTTP and gRPC clients.
 //!
-//! Each transaction type whose branches the client drives itself (TCC, XA) is written once
-//! here, generic over a [`Transport`]: the client of DTM that knows how a call travels (HTTP
+//! Each transaction type ([`Saga`], [`Msg`], TCC and XA) is written once here, generic over a
+//! [`Transport`]: the client of DTM that knows how a call travels (HTTP
 //! with reqwest in this crate, gRPC with tonic in `dtmgrpc`) and how a payload is encoded
 //! ([`Encode`]). TCC and XA share one [`Builder`] and one [`Handle`], told apart by their
 //! [`Mode`]. The clients name the instances: `dtmcli::Tcc` is `Handle<DtmClient, TccMode>`,
@@ -12,6 +12,12 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
+
+mod msg;
+mod saga;
+
+pub use msg::Msg;
+pub use saga::Saga;
 
 use crate::global::{run_global, GlobalCalls, OpenTrans};
 use crate::{BranchIdGen, BranchInfo, Error, Op, Result, TransOptions, TransType};
@@ -39,9 +45,9 @@ impl GlobalCall {
     }
 }
 
-/// A call of [`Transport::global_call`].
+/// A call of [`Transport::global_call`]. Build it with [`GlobalRequest::new`] and struct
+/// update syntax.
 #[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
 pub struct GlobalRequest<'a> {
     /// Prepare, submit or abort.
     pub call: GlobalCall,
@@ -53,7 +59,41 @@ pub struct GlobalRequest<'a> {
     pub options: &'a TransOptions,
     /// The reason an abort gives (empty otherwise).
     pub rollback_reason: &'a str,
+    /// The steps of a saga or message (empty for TCC and XA).
+    pub steps: &'a [Step],
+    /// The encoded payload of each step.
+    pub payloads: &'a [Vec<u8>],
+    /// Type-specific data: a saga's concurrency and branch orders, a message's delay (JSON).
+    pub custom_data: &'a str,
+    /// A message's query URL.
+    pub query_prepared: &'a str,
 }
+
+impl<'a> GlobalRequest<'a> {
+    /// A request without steps or extra data.
+    pub fn new(
+        call: GlobalCall,
+        gid: &'a str,
+        trans_type: TransType,
+        options: &'a TransOptions,
+    ) -> Self {
+        GlobalRequest {
+            call,
+            gid,
+            trans_type,
+            options,
+            rollback_reason: "",
+            steps: &[],
+            payloads: &[],
+            custom_data: "",
+            query_prepared: "",
+        }
+    }
+}
+
+/// One saga or message step as DTM stores it: `{"action": URL, "compensate": URL}` (a
+/// message step has an action only).
+pub type Step = BTreeMap<&'static str, String>;
 
 /// A TCC branch for [`Transport::register_tcc_branch`].
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +109,29 @@ pub struct TccRegistration<'a> {
     pub confirm: &'a str,
     /// The URL DTM calls on abort.
     pub cancel: &'a str,
+}
+
+/// A call the SDK makes to a branch itself, as DTM would make it: the URL, the branch info
+/// it carries and the transaction's branch headers. Its `Debug` hides the header values.
+#[derive(Clone, Copy)]
+#[non_exhaustive]
+pub struct BranchCall<'a> {
+    /// The branch URL.
+    pub url: &'a str,
+    /// The branch info the call carries.
+    pub info: &'a BranchInfo,
+    /// The transaction's branch headers (metadata over gRPC).
+    pub headers: &'a BTreeMap<String, String>,
+}
+
+impl fmt::Debug for BranchCall<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BranchCall")
+            .field("url", &self.url)
+            .field("info", &self.info)
+            .field("headers", &crate::RedactedHeaders(self.headers))
+            .finish()
+    }
 }
 
 /// A client of DTM over some transport, as the transaction model uses it. Implemented by
@@ -88,6 +151,10 @@ pub trait Transport: Clone + fmt::Debug + Send + Sync + 'static {
     /// Checks a branch URL that DTM will call (the gRPC client checks its syntax).
     fn check_branch_url(&self, url: &str) -> Result<()>;
 
+    /// Checks a URL the SDK will call itself (a TCC try, an XA action) before anything is
+    /// registered (the gRPC client needs a gRPC URL there).
+    fn check_call_url(&self, url: &str) -> Result<()>;
+
     /// A client of the server a branch request names, sharing this one's settings.
     fn for_server(&self, server: &str) -> Result<Self>;
 
@@ -101,14 +168,15 @@ pub trait Transport: Clone + fmt::Debug + Send + Sync + 'static {
         branch: TccRegistration<'_>,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Calls a branch the way DTM would, with the branch info and `headers`; anything but
-    /// success is an error.
+    /// Asks a prepared message's query URL, as DTM would, whether the local work committed
+    /// (branch `00`, op `msg`, no payload); success means it did.
+    fn query_prepared(&self, call: BranchCall<'_>) -> impl Future<Output = Result<()>> + Send;
+
+    /// Calls a branch the way DTM would, with `payload`; anything but success is an error.
     fn call_branch(
         &self,
-        url: &str,
-        info: &BranchInfo,
+        call: BranchCall<'_>,
         payload: Vec<u8>,
-        headers: &BTreeMap<String, String>,
     ) -> impl Future<Output = Result<Self::BranchResponse>> + Send;
 }
 
@@ -149,11 +217,8 @@ impl<C: Transport> Global<'_, C> {
     async fn call(&self, call: GlobalCall, rollback_reason: &str) -> Result<()> {
         self.client
             .global_call(GlobalRequest {
-                call,
-                gid: self.gid,
-                trans_type: self.trans_type,
-                options: self.options,
                 rollback_reason,
+                ..GlobalRequest::new(call, self.gid, self.trans_type, self.options)
             })
             .await
     }
@@ -358,15 +423,18 @@ impl<C: Transport> Handle<C, TccMode> {
     where
         C: Encode<P>,
     {
+        self.inner.client.check_call_url(try_url.as_ref())?;
         let data = C::encode(payload, "a TCC branch")?;
         let info = self
             .register(&data, confirm_url.as_ref(), cancel_url.as_ref())
             .await?;
         let inner = &self.inner;
-        inner
-            .client
-            .call_branch(try_url.as_ref(), &info, data, &inner.branch_headers)
-            .await
+        let call = BranchCall {
+            url: try_url.as_ref(),
+            info: &info,
+            headers: &inner.branch_headers,
+        };
+        inner.client.call_branch(call, data).await
     }
 
     /// Registers a branch without calling its try, for callers that call the try themselves;
@@ -436,6 +504,7 @@ impl<C: Transport> Handle<C, XaMode> {
     {
         let url = url.as_ref();
         let inner = &self.inner;
+        inner.client.check_call_url(url)?;
         let branch_id = inner.next_branch_id()?;
         let data = C::encode(payload, &format!("XA branch {branch_id}"))?;
         let info = BranchInfo {
@@ -446,9 +515,11 @@ impl<C: Transport> Handle<C, XaMode> {
             dtm: Some(inner.client.server().to_owned()),
             phase2_url: Some(url.to_owned()),
         };
-        inner
-            .client
-            .call_branch(url, &info, data, &inner.branch_headers)
-            .await
+        let call = BranchCall {
+            url,
+            info: &info,
+            headers: &inner.branch_headers,
+        };
+        inner.client.call_branch(call, data).await
     }
 }
