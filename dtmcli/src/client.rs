@@ -41,6 +41,8 @@ struct Inner {
     /// The base URL without a trailing slash.
     server: String,
     http: reqwest::Client,
+    /// The builder's explicit timeout, applied to each request of a client the user supplied.
+    request_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for DtmClient {
@@ -58,11 +60,13 @@ pub struct DtmClientBuilder {
     server: String,
     http: Option<reqwest::Client>,
     timeout: Duration,
+    timeout_set: bool,
     connect_timeout: Option<Duration>,
 }
 
 impl DtmClientBuilder {
-    /// Uses this HTTP client instead of building one (the timeouts below are then ignored).
+    /// Uses this HTTP client instead of building one. It keeps its own timeouts, unless
+    /// [`timeout`](Self::timeout) is set here, which then applies to each request.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
@@ -80,6 +84,7 @@ impl DtmClientBuilder {
                 "DTM server URL {server:?} must start with http:// or https://"
             )));
         }
+        let request_timeout = (self.http.is_some() && self.timeout_set).then_some(self.timeout);
         let http = match self.http {
             Some(http) => http,
             None => {
@@ -94,7 +99,11 @@ impl DtmClientBuilder {
             }
         };
         Ok(DtmClient {
-            inner: Arc::new(Inner { server, http }),
+            inner: Arc::new(Inner {
+                server,
+                http,
+                request_timeout,
+            }),
         })
     }
 }
@@ -149,6 +158,7 @@ impl DtmClient {
             server: server.into(),
             http: None,
             timeout: DEFAULT_TIMEOUT,
+            timeout_set: false,
             connect_timeout: None,
         }
     }
@@ -166,9 +176,22 @@ impl DtmClient {
     /// The same HTTP client pointed at another server (a nested TCC talks to the server named
     /// in the incoming request).
     pub(crate) fn with_server(&self, server: &str) -> Result<DtmClient> {
-        Self::builder(server)
-            .http_client(self.inner.http.clone())
-            .build()
+        let builder = Self::builder(server).http_client(self.inner.http.clone());
+        match self.inner.request_timeout {
+            Some(timeout) => builder.timeout(timeout),
+            None => builder,
+        }
+        .build()
+    }
+
+    /// A request on this client's HTTP client, with the builder's timeout when the HTTP client
+    /// was supplied by the user.
+    fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
+        let req = self.inner.http.request(method, url);
+        match self.inner.request_timeout {
+            Some(timeout) => req.timeout(timeout),
+            None => req,
+        }
     }
 
     /// Checks that the server answers its API (`GET /version`); for readiness probes and
@@ -276,9 +299,7 @@ impl DtmClient {
         let url = self.url(path);
         let body = serde_json::to_vec(body).map_err(|e| Error::payload(path, e))?;
         let req = self
-            .inner
-            .http
-            .post(&url)
+            .request(Method::POST, &url)
             .header(CONTENT_TYPE, "application/json")
             .body(body);
         let (status, text) = send(&url, req).await?;
@@ -287,7 +308,7 @@ impl DtmClient {
 
     async fn get_ok(&self, method: Method, path: &str, query: &[(&str, &str)]) -> Result<()> {
         let url = with_query(&self.url(path), query.iter().copied())?;
-        let (status, text) = send(&url, self.inner.http.request(method, url.as_str())).await?;
+        let (status, text) = send(&url, self.request(method, url.as_str())).await?;
         answer::expect_success(&url, status, &text)
     }
 
@@ -299,7 +320,7 @@ impl DtmClient {
         query: &[(&str, &str)],
     ) -> Result<T> {
         let url = with_query(&self.url(path), query.iter().copied())?;
-        let (status, text) = send(&url, self.inner.http.get(url.as_str())).await?;
+        let (status, text) = send(&url, self.request(Method::GET, url.as_str())).await?;
         if status != 200 {
             answer::expect_success(&url, status, &text)?;
         }
@@ -318,12 +339,10 @@ impl DtmClient {
         let full = with_query(url, info.query_pairs())?;
         let mut req = match body {
             Some(body) => self
-                .inner
-                .http
-                .post(full.as_str())
+                .request(Method::POST, full.as_str())
                 .header(CONTENT_TYPE, "application/json")
                 .body(body),
-            None => self.inner.http.get(full.as_str()),
+            None => self.request(Method::GET, full.as_str()),
         };
         for (name, value) in headers {
             let name = HeaderName::from_bytes(name.as_bytes())
@@ -450,6 +469,50 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("authorization"), "{err}");
         assert!(!format!("{err} {err:?}").contains("SECRET"), "{err:?}");
+    }
+
+    /// A server that accepts connections and never answers.
+    fn silent_server() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                held.push(stream);
+            }
+        });
+        format!("http://{addr}/api/dtmsvr")
+    }
+
+    #[tokio::test]
+    async fn an_explicit_timeout_applies_to_a_supplied_client() {
+        let server = silent_server();
+        let supplied = reqwest::Client::new(); // no timeout of its own
+        let dtm = DtmClient::builder(&server)
+            .http_client(supplied)
+            .timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(20), dtm.new_gid())
+            .await
+            .expect("the builder's timeout ends the call")
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Request { cause, .. } if cause.is_timeout()),
+            "{err:?}"
+        );
+        // A nested client (another server) keeps it.
+        let nested = dtm.with_server(&server).unwrap();
+        assert_eq!(
+            nested.inner.request_timeout,
+            Some(Duration::from_millis(200))
+        );
+        // Without an explicit timeout, a supplied client keeps its own (none here).
+        let own = DtmClient::builder(&server)
+            .http_client(reqwest::Client::new())
+            .build()
+            .unwrap();
+        assert_eq!(own.inner.request_timeout, None);
     }
 
     #[tokio::test]

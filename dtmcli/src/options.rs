@@ -164,20 +164,25 @@ macro_rules! __option_setters {
 }
 
 /// Adds the `timeout` and `connect_timeout` setters of the SDK's client builders (HTTP and
-/// gRPC). The type must have fields `timeout: Duration` and `connect_timeout:
-/// Option<Duration>`, and its crate a `DEFAULT_TIMEOUT`.
+/// gRPC). The type must have fields `timeout: Duration`, `timeout_set: bool` and
+/// `connect_timeout: Option<Duration>`, and its crate a `DEFAULT_TIMEOUT`.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __timeout_setters {
     () => {
-        /// The total timeout of each call on the connections the SDK builds (default
-        /// [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT)).
+        /// The total timeout of each call (default
+        /// [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT) on the connections the SDK builds).
+        ///
+        /// Set here, it also applies, call by call, to a client or channel you supply, which
+        /// otherwise keeps its own timeouts.
         pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
             self.timeout = timeout;
+            self.timeout_set = true;
             self
         }
 
-        /// The timeout for establishing a connection (default: none beyond `timeout`).
+        /// The timeout for establishing a connection (default: none beyond `timeout`), on the
+        /// connections the SDK builds; a client or channel you supply keeps its own.
         pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
             self.connect_timeout = Some(timeout);
             self

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dtmcli::{BranchInfo, Error, Result};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::branch::write_metadata;
@@ -55,6 +57,9 @@ struct Inner {
 /// one another (a nested TCC may talk to another server).
 struct Settings {
     timeout: Duration,
+    /// The builder's explicit timeout, also set on each call (`grpc-timeout`), so that it holds
+    /// on channels the user supplied.
+    call_timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
     #[cfg(feature = "tls")]
     tls: Option<tonic::transport::ClientTlsConfig>,
@@ -75,6 +80,7 @@ pub struct DtmGrpcClientBuilder {
     server: String,
     channel: Option<Channel>,
     timeout: Duration,
+    timeout_set: bool,
     connect_timeout: Option<Duration>,
     #[cfg(feature = "tls")]
     tls: Option<tonic::transport::ClientTlsConfig>,
@@ -95,8 +101,9 @@ impl fmt::Debug for DtmGrpcClientBuilder {
 }
 
 impl DtmGrpcClientBuilder {
-    /// Uses this channel to the server instead of building one (the timeouts and TLS settings
-    /// then apply to branch channels only).
+    /// Uses this channel to the server instead of building one. The TLS settings and
+    /// `connect_timeout` then apply to branch channels only; an explicit
+    /// [`timeout`](Self::timeout) applies to every call.
     pub fn channel(mut self, channel: Channel) -> Self {
         self.channel = Some(channel);
         self
@@ -155,6 +162,7 @@ impl DtmGrpcClientBuilder {
         let http_api = ();
         let settings = Arc::new(Settings {
             timeout: self.timeout,
+            call_timeout: self.timeout_set.then_some(self.timeout),
             connect_timeout: self.connect_timeout,
             #[cfg(feature = "tls")]
             tls: self.tls,
@@ -346,6 +354,7 @@ impl DtmGrpcClient {
             server: server.into(),
             channel: None,
             timeout: DEFAULT_TIMEOUT,
+            timeout_set: false,
             connect_timeout: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -391,11 +400,15 @@ impl DtmGrpcClient {
     /// Runs one call of the `Dtm` service and reads its status the protocol's way.
     pub(crate) async fn call<T, F, Fut>(&self, rpc: &str, call: F) -> Result<T>
     where
-        F: FnOnce(proto::dtm_client::DtmClient<Channel>) -> Fut,
+        F: FnOnce(proto::dtm_client::DtmClient<InterceptedService<Channel, CallTimeout>>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         tracing::debug!(server = %self.inner.server, rpc, "dtm call");
-        call(self.raw())
+        let client = proto::dtm_client::DtmClient::with_interceptor(
+            self.inner.dtm.clone(),
+            CallTimeout(self.inner.settings.call_timeout),
+        );
+        call(client)
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| {
@@ -561,6 +574,9 @@ impl DtmGrpcClient {
     ) -> Result<Bytes> {
         let channel = self.inner.settings.channel(url.target())?;
         let mut request = tonic::Request::new(payload);
+        if let Some(timeout) = self.inner.settings.call_timeout {
+            request.set_timeout(timeout);
+        }
         write_metadata(request.metadata_mut(), info, headers)?;
         let path = http::uri::PathAndQuery::try_from(url.method())
             .map_err(|e| Error::InvalidArgument(format!("gRPC method {:?}: {e}", url.method())))?;
@@ -577,6 +593,22 @@ impl DtmGrpcClient {
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| from_status(url.target(), url.method(), status))
+    }
+}
+
+/// Sets the builder's explicit timeout on each call to DTM.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallTimeout(Option<Duration>);
+
+impl Interceptor for CallTimeout {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(timeout) = self.0 {
+            request.set_timeout(timeout);
+        }
+        Ok(request)
     }
 }
 
@@ -647,6 +679,37 @@ mod tests {
             text.contains("/dtmgimp.Dtm/NewGid to 127.0.0.1:9"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_explicit_timeout_applies_to_a_supplied_channel() {
+        // A server that accepts connections and never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                held.push(stream);
+            }
+        });
+        // A supplied channel without a timeout of its own.
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let dtm = DtmGrpcClient::builder(addr.to_string())
+            .channel(channel)
+            .timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(20), dtm.new_gid())
+            .await
+            .expect("the builder's timeout ends the call")
+            .unwrap_err();
+        let status = match &err {
+            Error::Other(e) => e.downcast_ref::<GrpcError>().and_then(GrpcError::status),
+            _ => None,
+        };
+        assert!(status.is_some(), "{err:?}");
     }
 
     #[tokio::test]
