@@ -10,7 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use dtmcli::{GlobalStatus, Op};
-use dtmgrpc::{DtmGrpcClient, Error, GrpcError, Msg, Saga};
+use dtmgrpc::{DtmGrpcClient, Error, Msg, Saga};
 use grpc_support::busi::{Answer, BusiReq, INITIAL_BALANCE};
 use grpc_support::{busi, dtm_grpc, grpc_addr};
 use support::{accounts, bank, client, status_of, wait_status, F, P, S};
@@ -425,10 +425,10 @@ async fn grpc_unreachable_dtm_is_a_clear_error() {
             .contains(&format!("/dtmgimp.Dtm/Submit to {addr}")),
         "{err}"
     );
-    let Error::Other(inner) = err else {
+    let Error::Grpc(grpc) = &err else {
         panic!("expected a gRPC error")
     };
-    let status = inner.downcast_ref::<GrpcError>().unwrap().status().unwrap();
+    let status = grpc.status().unwrap();
     assert_eq!(status.code(), dtmgrpc::tonic::Code::Unavailable);
 }
 

@@ -130,6 +130,13 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// A gRPC connection or call that failed without protocol meaning (unreachable, or a
+    /// status other than OK, `Aborted` and `FailedPrecondition`); see
+    /// [`Error::grpc_status`].
+    #[cfg(feature = "tonic")]
+    #[error(transparent)]
+    Grpc(crate::grpc::GrpcError),
+
     /// Any other error, typically raised by business code inside a branch handler or a
     /// transaction closure.
     #[error(transparent)]

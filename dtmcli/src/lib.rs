@@ -55,7 +55,7 @@ pub mod axum;
 #[cfg(feature = "http")]
 mod client;
 #[cfg(feature = "tonic")]
-mod grpc_status;
+pub mod grpc;
 #[cfg(feature = "http")]
 mod msg;
 #[cfg(feature = "http")]

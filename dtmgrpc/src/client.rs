@@ -14,7 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::branch::write_metadata;
 use crate::codec::RawCodec;
-use crate::error::{from_status, GrpcError};
+use crate::error::GrpcError;
 use crate::proto;
 use crate::GrpcUrl;
 
@@ -190,9 +190,9 @@ impl DtmGrpcClientBuilder {
             None => {
                 let endpoint = settings.endpoint(&server)?;
                 endpoint.connect().await.map_err(|source| {
-                    Error::other(GrpcError::Connect {
+                    Error::Grpc(GrpcError::Connect {
                         target: server.clone(),
-                        source,
+                        cause: Box::new(source),
                     })
                 })?
             }
@@ -250,9 +250,9 @@ impl Settings {
             format!("http://{target}")
         };
         let mut endpoint = Endpoint::from_shared(uri).map_err(|source| {
-            Error::other(GrpcError::Connect {
+            Error::Grpc(GrpcError::Connect {
                 target: target.to_owned(),
-                source,
+                cause: Box::new(source),
             })
         })?;
         endpoint = endpoint.timeout(self.timeout);
@@ -266,9 +266,9 @@ impl Settings {
                 .clone()
                 .unwrap_or_else(|| tonic::transport::ClientTlsConfig::new().with_native_roots());
             endpoint = endpoint.tls_config(tls).map_err(|source| {
-                Error::other(GrpcError::Connect {
+                Error::Grpc(GrpcError::Connect {
                     target: target.to_owned(),
-                    source,
+                    cause: Box::new(source),
                 })
             })?;
         }
@@ -412,7 +412,7 @@ impl DtmGrpcClient {
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| {
-                from_status(&self.inner.server, &format!("/dtmgimp.Dtm/{rpc}"), status)
+                Error::from_grpc(&self.inner.server, &format!("/dtmgimp.Dtm/{rpc}"), status)
             })
     }
 
@@ -583,7 +583,7 @@ impl DtmGrpcClient {
         tracing::debug!(%url, gid = %info.gid, branch_id = %info.branch_id, op = %info.op, "branch call");
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.map_err(|e| {
-            Error::other(GrpcError::Call {
+            Error::Grpc(GrpcError::Call {
                 target: url.target().to_owned(),
                 method: url.method().to_owned(),
                 status: tonic::Status::unavailable(format!("channel not ready: {e}")),
@@ -592,7 +592,7 @@ impl DtmGrpcClient {
         grpc.unary(request, path, RawCodec)
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|status| from_status(url.target(), url.method(), status))
+            .map_err(|status| Error::from_grpc(url.target(), url.method(), status))
     }
 }
 
@@ -618,10 +618,9 @@ impl Interceptor for CallTimeout {
 fn dtm_answered(answer: &Error) -> bool {
     match answer {
         Error::Failure { .. } | Error::Ongoing { .. } => true,
-        Error::Other(e) => e.downcast_ref::<GrpcError>().is_some_and(|e| {
-            e.status()
-                .is_some_and(|s| s.code() != tonic::Code::Unavailable)
-        }),
+        Error::Grpc(e) => e
+            .status()
+            .is_some_and(|s| s.code() != tonic::Code::Unavailable),
         _ => false,
     }
 }
@@ -705,11 +704,7 @@ mod tests {
             .await
             .expect("the builder's timeout ends the call")
             .unwrap_err();
-        let status = match &err {
-            Error::Other(e) => e.downcast_ref::<GrpcError>().and_then(GrpcError::status),
-            _ => None,
-        };
-        assert!(status.is_some(), "{err:?}");
+        assert!(err.grpc_status().is_some(), "{err:?}");
     }
 
     #[tokio::test]
