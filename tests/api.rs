@@ -205,3 +205,20 @@ async fn ping_and_version() {
         "{err:?}"
     );
 }
+
+/// A timeout set on the builder ends calls on an HTTP client the caller supplied (which has
+/// none of its own here).
+#[tokio::test]
+async fn an_explicit_timeout_applies_to_a_supplied_client() {
+    let addr = support::silent_server();
+    let dtm = DtmClient::builder(format!("http://{addr}/api/dtmsvr"))
+        .http_client(reqwest::Client::new())
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let err = support::within_20s(dtm.new_gid()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Request { cause, .. } if cause.is_timeout()),
+        "{err:?}"
+    );
+}

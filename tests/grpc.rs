@@ -268,10 +268,7 @@ async fn grpc_saga_wait_result_ongoing_is_unfinished_and_outcome_follows_it() {
         .submit()
         .await
         .unwrap_err();
-    let (status, pending) = support::unfinished(&err);
-    assert_eq!(status, GlobalStatus::Submitted);
-    assert_eq!(pending.len(), 1, "{pending:?}");
-    assert!(pending[0].ends_with("/TransIn"), "{pending:?}");
+    support::assert_unfinished_on(&err, &["/TransIn"]);
     assert_eq!(
         dtm.wait_final(&gid, Duration::from_secs(20)).await.unwrap(),
         dtmcli::Outcome::Succeeded
@@ -828,4 +825,21 @@ async fn grpc_ping() {
     // Port 9 on loopback: nothing listens there.
     let down = DtmGrpcClient::connect_lazy("127.0.0.1:9").unwrap();
     assert!(down.ping().await.is_err());
+}
+
+/// A timeout set on the builder ends calls on a channel the caller supplied (which has none
+/// of its own here).
+#[tokio::test]
+async fn grpc_explicit_timeout_applies_to_a_supplied_channel() {
+    let addr = support::silent_server();
+    let channel = dtmgrpc::tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    let dtm = DtmGrpcClient::builder(addr.to_string())
+        .channel(channel)
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let err = support::within_20s(dtm.new_gid()).await.unwrap_err();
+    assert!(err.grpc_status().is_some(), "{err:?}");
 }

@@ -308,13 +308,7 @@ async fn tcc_wait_result_with_a_confirm_ongoing_is_unfinished_then_succeeds() {
         pending.iter().all(|url| !url.contains("Cancel")),
         "only forward branches are pending while submitted: {pending:?}"
     );
-    assert_eq!(
-        client()
-            .wait_final(&gid, Duration::from_secs(20))
-            .await
-            .unwrap(),
-        dtmcli::Outcome::Succeeded
-    );
+    support::assert_succeeds_in_the_end(&gid).await;
     let q = client().query(&gid).await.unwrap();
     assert_eq!(q.branch_statuses(), [P, S, P, S]);
     assert_balances(&req, -30, 30).await;

@@ -681,33 +681,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_explicit_timeout_applies_to_a_supplied_channel() {
-        // A server that accepts connections and never answers.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            let mut held = Vec::new();
-            for stream in listener.incoming().flatten() {
-                held.push(stream);
-            }
-        });
-        // A supplied channel without a timeout of its own.
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_lazy();
-        let dtm = DtmGrpcClient::builder(addr.to_string())
-            .channel(channel)
-            .timeout(Duration::from_millis(200))
-            .build()
-            .unwrap();
-        let err = tokio::time::timeout(Duration::from_secs(20), dtm.new_gid())
-            .await
-            .expect("the builder's timeout ends the call")
-            .unwrap_err();
-        assert!(err.grpc_status().is_some(), "{err:?}");
-    }
-
-    #[tokio::test]
     async fn channels_are_cached_per_target() {
         let dtm = DtmGrpcClient::connect_lazy("127.0.0.1:9").unwrap();
         let other = dtm.for_server("http://127.0.0.1:9").unwrap();

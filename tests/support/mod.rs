@@ -358,3 +358,46 @@ pub fn unfinished(err: &dtmcli::Error) -> (GlobalStatus, &[String]) {
         other => panic!("expected Unfinished, got {other:?}"),
     }
 }
+
+/// Asserts that `err` is an [`dtmcli::Error::Unfinished`] of a `submitted` transaction whose
+/// pending branch URLs contain `fragments`, one each, in order.
+pub fn assert_unfinished_on(err: &dtmcli::Error, fragments: &[&str]) {
+    let (status, pending) = unfinished(err);
+    assert_eq!(status, GlobalStatus::Submitted);
+    assert_eq!(pending.len(), fragments.len(), "{pending:?}");
+    for (url, fragment) in pending.iter().zip(fragments) {
+        assert!(url.contains(fragment), "{fragment} not in {pending:?}");
+    }
+}
+
+/// Asserts that transaction `gid` ends as succeeded within 20 s (DTM's retries finish it).
+pub async fn assert_succeeds_in_the_end(gid: &str) {
+    assert_eq!(
+        client()
+            .wait_final(gid, Duration::from_secs(20))
+            .await
+            .unwrap(),
+        dtmcli::Outcome::Succeeded
+    );
+}
+
+/// The address of a server that accepts connections and never answers.
+pub fn silent_server() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the silent server");
+    let addr = listener.local_addr().expect("its address");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+/// Awaits `future`, failing the test if it takes more than 20 s (a call that should have been
+/// ended by a timeout of the SDK's).
+pub async fn within_20s<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), future)
+        .await
+        .expect("ended by the SDK's timeout")
+}
