@@ -1,7 +1,8 @@
 //! The barrier behind a tonic server, against the real DTM server's gRPC port, on each
 //! database: a tonic service wrapped in `BarrierLayer::<DB, Grpc>` whose handlers move money
 //! in SQL through `BarrierTx::from_grpc`, and two-phase messages whose local work runs through
-//! `do_and_submit_db` with a gRPC query method. The Rust twins of `TestSagaGrpcBarrier*` and
+//! `Barrier::do_and_submit` with a gRPC query method (`Barrier::query_prepared_grpc`). The Rust
+//! twins of `TestSagaGrpcBarrier*` and
 //! `TestMsgGrpcPrepareAndSubmit*` (the server's [`test/`](https://github.com/dtm-labs/dtm/tree/v1.19.0/test) suite).
 
 mod grpc_support;
@@ -22,19 +23,18 @@ const SERVICE: &str = SqlBusi::SERVICE;
 const OVERDRAFT: i64 = INITIAL_BALANCE * 2;
 
 /// The business of the service: money moves in SQL through the transaction the barrier layer
-/// opened; `QueryPreparedB` answers a message query from the barrier.
+/// opened; `QueryPreparedB` answers a message query with the barrier's ready-made handler.
 async fn handle<DB: Ledger>(
     barrier: Barrier<DB>,
     method: String,
     request: Request<BusiReq>,
 ) -> Result<(), Status> {
-    let info = dtmgrpc::branch_info(&request)?;
     if method == "QueryPreparedB" {
-        let result = barrier
-            .query_prepared(&info.gid)
+        // The barrier's ready-made answer to DTM's query of a prepared message.
+        return barrier
+            .query_prepared_grpc::<_, ()>(&request)
             .await
-            .map_err(dtmcli::Error::from)?;
-        return result.into_grpc();
+            .map(drop);
     }
     let tx = BarrierTx::<DB>::from_grpc(&request)?;
     let req = request.into_inner();
