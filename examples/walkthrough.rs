@@ -17,20 +17,20 @@ struct Adjust {
 }
 
 /// One branch for every step: the action adds `delta` to the account, its compensation
-/// takes it back, both inside the barrier's local transaction. A balance that would go
-/// negative is a FAILURE, which makes DTM roll the saga back.
+/// takes it back, both inside the barrier's local transaction. An action that would take a
+/// balance below zero answers FAILURE, which makes DTM roll the saga back; a compensation
+/// never does (DTM retries a failing compensation until it succeeds).
 async fn adjust(tx: BarrierTx<Sqlite>, Json(a): Json<Adjust>) -> Result<DtmResult, Error> {
-    let delta = if tx.branch().info().op.is_compensation() {
-        -a.delta
-    } else {
-        a.delta
-    };
+    let compensation = tx.branch().info().op.is_compensation();
+    let delta = if compensation { -a.delta } else { a.delta };
+    let floor = if compensation { i64::MIN } else { 0 };
     let mut conn = tx.lock().await?;
     let done =
-        sqlx::query("update account set balance = balance + ? where id = ? and balance + ? >= 0")
+        sqlx::query("update account set balance = balance + ? where id = ? and balance + ? >= ?")
             .bind(delta)
             .bind(&a.account)
             .bind(delta)
+            .bind(floor)
             .execute(&mut *conn)
             .await?; // a database error rolls back and answers 500: DTM retries
     if done.rows_affected() == 0 {

@@ -67,16 +67,19 @@ impl<DB: BarrierDatabase> Barrier<DB> {
 /// The message query an incoming request must be: `op=msg` on branch `00`.
 #[cfg(any(feature = "axum", feature = "tonic"))]
 fn check_msg_query(info: &BranchInfo) -> Result<(), Error> {
-    if info.op != Op::Msg || info.branch_id != QUERY_PREPARED_BRANCH_ID {
-        return Err(Error::Dtm(dtmcli::Error::InvalidField {
-            field: "op",
-            reason: format!(
-                "is {}: this route answers DTM's query of a prepared message (op=msg, branch {})",
-                info.op, QUERY_PREPARED_BRANCH_ID
-            ),
-        }));
-    }
-    Ok(())
+    let field = if info.op != Op::Msg {
+        "op"
+    } else if info.branch_id != QUERY_PREPARED_BRANCH_ID {
+        "branch_id"
+    } else {
+        return Ok(());
+    };
+    Err(Error::Dtm(dtmcli::Error::InvalidField {
+        field,
+        reason: format!(
+            "is not that of DTM's query of a prepared message (op=msg, branch {QUERY_PREPARED_BRANCH_ID}), which this route answers"
+        ),
+    }))
 }
 
 #[cfg(feature = "axum")]

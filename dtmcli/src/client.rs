@@ -286,13 +286,7 @@ impl DtmClient {
     /// Reads the stored transaction to decide what a non-SUCCESS `wait_result` answer means;
     /// if it cannot be read, the answer stands (and the failed read is logged).
     pub(crate) async fn settle(&self, gid: &str, answer: Error) -> Result<()> {
-        match self.query(gid).await {
-            Ok(stored) => crate::outcome::settle_wait_result(answer, &stored),
-            Err(e) => {
-                tracing::warn!(gid, error = %e, "cannot read the transaction's status after a wait_result submit");
-                Err(answer)
-            }
-        }
+        crate::outcome::settle_wait_result_read(gid, answer, self.query(gid).await)
     }
 
     pub(crate) async fn post<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> Result<()> {
@@ -371,13 +365,15 @@ impl DtmClient {
     }
 }
 
-/// Whether DTM itself answered (FAILURE, ONGOING or another status), as opposed to the call
-/// not reaching it or its answer being unreadable.
+/// Whether the submit may have reached DTM: it answered (FAILURE, ONGOING or another
+/// status), or the request failed after it was sent (a timeout, a reset connection). Only a
+/// connection that was never made means DTM did not see it.
 fn dtm_answered(answer: &Error) -> bool {
-    matches!(
-        answer,
-        Error::Failure { .. } | Error::Ongoing { .. } | Error::Status { .. }
-    )
+    match answer {
+        Error::Failure { .. } | Error::Ongoing { .. } | Error::Status { .. } => true,
+        Error::Request { cause, .. } => !cause.is_connect() && !cause.is_builder(),
+        _ => false,
+    }
 }
 
 #[derive(Deserialize)]

@@ -60,6 +60,21 @@ pub enum Error {
         answer: String,
     },
 
+    /// A `wait_result` submit whose outcome the SDK could not learn: DTM's answer was not
+    /// SUCCESS (or did not arrive: a timeout, a reset connection) and the stored status could
+    /// not be read afterwards. The transaction may have succeeded, rolled back or still be
+    /// running: read it later with `outcome(gid)` before acting on it, never resubmit it under
+    /// another gid.
+    #[error("the outcome of transaction {gid} is unknown: {answer}; and its status could not be read: {cause}")]
+    OutcomeUnknown {
+        /// The global transaction id.
+        gid: String,
+        /// DTM's answer to the submit, or why none arrived.
+        answer: String,
+        /// Why the status could not be read.
+        cause: String,
+    },
+
     /// `DUPLICATED`: the local transaction of a two-phase message found its barrier row
     /// already written by the server's query, so it must not commit (the message is dropped).
     #[error("DUPLICATED: the message was queried before its local transaction committed")]
@@ -177,6 +192,12 @@ impl Error {
     /// retries the transaction, which will end by itself.
     pub fn is_unfinished(&self) -> bool {
         matches!(self, Error::Unfinished { .. })
+    }
+
+    /// Whether this is [`Error::OutcomeUnknown`]: the transaction may have succeeded, rolled
+    /// back or still be running; read its `outcome` later.
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, Error::OutcomeUnknown { .. })
     }
 
     /// A [`Error::Payload`] for `what` (`steps`, `saga step 2`, ...), for the clients.

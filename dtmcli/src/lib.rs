@@ -11,8 +11,9 @@
 //! - with the `http` feature (default): [`DtmClient`] with [`Saga`], [`Msg`] (with
 //!   [`Msg::do_and_submit`]), TCC ([`TccBuilder`], [`Tcc`]), XA ([`XaBuilder`], [`Xa`]), the
 //!   read API ([`DtmClient::query`], [`DtmClient::all`]) and topics;
-//! - what the gRPC client shares: the transaction [`model`] (TCC and XA written once over a
-//!   [`model::Transport`]), [`do_and_submit`] ([`TwoPhaseMsg`]) and [`XaRegistrar`];
+//! - what the gRPC client shares: the transaction [`model`] (saga, message, TCC and XA
+//!   written once over a [`model::Transport`]), [`do_and_submit`] ([`TwoPhaseMsg`]) and
+//!   [`XaRegistrar`];
 //! - with the `axum` feature (default): the [`BranchInfo`] extractor and `IntoResponse` for
 //!   [`DtmResult`] and [`Error`], for writing branches.
 //!
@@ -76,9 +77,9 @@ pub use global::XaRegistrar;
 #[doc(hidden)]
 pub use options::RedactedHeaders;
 pub use options::{whole_seconds, TransOptions};
-#[doc(hidden)]
-pub use outcome::settle_wait_result;
 pub use outcome::Outcome;
+#[doc(hidden)]
+pub use outcome::{settle_wait_result, settle_wait_result_read};
 pub use query::{AllQuery, BranchTrans, GlobalTrans, TransPage, TransQuery};
 pub use two_phase::{do_and_submit, query_url, TwoPhaseMsg};
 pub use types::{

@@ -35,7 +35,8 @@ pub struct TransOptions {
     /// Headers (metadata over gRPC) the server adds to every branch call.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub branch_headers: BTreeMap<String, String>,
-    /// Msg only: call the branches in parallel. Always present on the wire.
+    /// Call the branches in parallel: a message's steps, or (the same as `Saga::concurrent`) a
+    /// saga's. Always present on the HTTP wire; DTM's gRPC API has no field for it.
     #[serde(default)]
     pub concurrent: bool,
 }

@@ -5,21 +5,16 @@ use crate::{BranchTrans, Error, GlobalStatus, GlobalTrans, Op, TransQuery};
 /// Where a global transaction stands, decided from the status DTM stored for it, never from
 /// the text of an answer.
 ///
-/// A `wait_result` submit that does not succeed answers FAILURE both when the transaction
-/// rolled back and when DTM is still retrying a branch (it answered ONGOING or an error, or
-/// was unreachable); only the stored status tells them apart. Read it with
-/// [`DtmClient::outcome`](crate::DtmClient::outcome), or wait for the end with
-/// [`DtmClient::wait_final`](crate::DtmClient::wait_final).
+/// DTM answers a `wait_result` submit that did not succeed with FAILURE both when the
+/// transaction rolled back and when it is still retrying a branch; the SDK reads the stored
+/// status to tell them apart ([`Error::Failure`] vs [`Error::Unfinished`]). Later, read where
+/// a transaction stands with [`DtmClient::outcome`](crate::DtmClient::outcome), or wait for
+/// its end with [`DtmClient::wait_final`](crate::DtmClient::wait_final).
 ///
 /// ```no_run
-/// # async fn demo(dtm: dtmcli::DtmClient, saga: dtmcli::Saga) -> dtmcli::Result<()> {
+/// # async fn demo(dtm: dtmcli::DtmClient, gid: String) -> dtmcli::Result<()> {
 /// use dtmcli::Outcome;
-/// let gid = saga.gid().to_owned();
-/// if let Err(e) = saga.wait_result(true).submit().await {
-///     if !e.is_failure() {
-///         return Err(e); // DTM was not reached, or refused the saga
-///     }
-/// }
+/// // `gid` was submitted earlier, for example by a request that timed out.
 /// match dtm.outcome(&gid).await? {
 ///     Outcome::Succeeded => { /* every step done: final */ }
 ///     Outcome::Failed { reason } => { /* rolled back: final */ let _ = reason; }
@@ -73,6 +68,31 @@ impl Outcome {
 /// Shared by the HTTP and gRPC clients; not part of the stable API.
 #[doc(hidden)]
 pub fn settle_wait_result(answer: Error, stored: &TransQuery) -> crate::Result<()> {
+    settle(answer, stored)
+}
+
+/// [`settle_wait_result`] from a read of the stored transaction that may have failed: when it
+/// failed, the outcome is unknown ([`Error::OutcomeUnknown`]), never DTM's ambiguous answer.
+#[doc(hidden)]
+pub fn settle_wait_result_read(
+    gid: &str,
+    answer: Error,
+    read: crate::Result<TransQuery>,
+) -> crate::Result<()> {
+    match read {
+        Ok(stored) => settle(answer, &stored),
+        Err(cause) => {
+            tracing::warn!(gid, error = %cause, "cannot read the transaction's status after a wait_result submit");
+            Err(Error::OutcomeUnknown {
+                gid: gid.to_owned(),
+                answer: answer_text(&answer),
+                cause: cause.to_string(),
+            })
+        }
+    }
+}
+
+fn settle(answer: Error, stored: &TransQuery) -> crate::Result<()> {
     let Some(trans) = &stored.transaction else {
         return Err(answer);
     };
@@ -267,6 +287,20 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+
+        // The status cannot be read: the outcome is unknown, not DTM's ambiguous FAILURE.
+        let err = settle_wait_result_read(
+            "g",
+            answer(),
+            Err(Error::InvalidArgument("unreachable".into())),
+        )
+        .unwrap_err();
+        assert!(err.is_outcome_unknown() && !err.is_failure(), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("outcome of transaction g is unknown"),
+            "{err}"
+        );
 
         // Nothing stored: DTM's answer stands.
         let none: TransQuery =

@@ -30,5 +30,18 @@ mod tests {
         let err = saga.submit().await.unwrap_err();
         assert!(matches!(err, Error::Payload { .. }), "{err:?}");
         assert!(err.to_string().contains("saga step 0"));
+
+        // DTM would store these and retry them forever over HTTP.
+        for url in [
+            "localhost:8081/api/TransOut",
+            "grpc-host:1/busi.Busi/TransOut",
+            "ftp://h/x",
+        ] {
+            let err = dtm.saga("g").add(url, "", &1).submit().await.unwrap_err();
+            assert!(
+                err.to_string().contains("not an http:// or https:// URL"),
+                "{err}"
+            );
+        }
     }
 }

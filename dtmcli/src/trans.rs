@@ -79,12 +79,20 @@ impl Transport for DtmClient {
         options.check()
     }
 
-    fn check_branch_url(&self, _url: &str) -> Result<()> {
-        Ok(())
+    fn check_branch_url(&self, url: &str) -> Result<()> {
+        if url.is_empty() {
+            return Ok(()); // never called; counts as success
+        }
+        self.check_call_url(url)
     }
 
-    fn check_call_url(&self, _url: &str) -> Result<()> {
-        Ok(())
+    fn check_call_url(&self, url: &str) -> Result<()> {
+        match reqwest::Url::parse(url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(()),
+            _ => Err(Error::InvalidArgument(format!(
+                "branch URL {url:?} is not an http:// or https:// URL"
+            ))),
+        }
     }
 
     fn for_server(&self, server: &str) -> Result<Self> {

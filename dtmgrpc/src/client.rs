@@ -432,13 +432,7 @@ impl DtmGrpcClient {
         match answer {
             #[cfg(feature = "http-api")]
             Err(answer) if wait && dtm_answered(&answer) => match &self.inner.http_api {
-                Some(http) => match http.query(&gid).await {
-                    Ok(stored) => dtmcli::settle_wait_result(answer, &stored),
-                    Err(e) => {
-                        tracing::warn!(gid, error = %e, "cannot read the transaction's status after a wait_result submit");
-                        Err(answer)
-                    }
-                },
+                Some(http) => dtmcli::settle_wait_result_read(&gid, answer, http.query(&gid).await),
                 None => Err(answer),
             },
             other => {
@@ -455,12 +449,15 @@ impl DtmGrpcClient {
     pub(crate) fn check_options(&self, options: &dtmcli::TransOptions) -> Result<()> {
         options.check()?;
         if options.wait_result && self.http_api().is_none() {
-            return Err(Error::InvalidArgument(
+            let how = if cfg!(feature = "http-api") {
+                "set DtmGrpcClientBuilder::http_api"
+            } else {
+                "enable dtmgrpc's `http-api` feature and set DtmGrpcClientBuilder::http_api"
+            };
+            return Err(Error::InvalidArgument(format!(
                 "wait_result over gRPC needs DTM's HTTP API to tell a rollback from a \
-                 transaction DTM still retries (its gRPC API answers Aborted for both): set \
-                 DtmGrpcClientBuilder::http_api"
-                    .into(),
-            ));
+                 transaction DTM still retries (its gRPC API answers Aborted for both): {how}"
+            )));
         }
         Ok(())
     }

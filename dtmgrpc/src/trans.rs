@@ -115,7 +115,10 @@ impl Transport for DtmGrpcClient {
                 self.call("Abort", |mut c| async move { c.abort(req).await })
                     .await
             }
-            _ => self.submit(req).await,
+            GlobalCall::Submit => self.submit(req).await,
+            other => Err(Error::InvalidArgument(format!(
+                "the gRPC client does not know the call {other:?}"
+            ))),
         }
     }
 

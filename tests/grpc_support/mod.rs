@@ -147,12 +147,20 @@ pub fn serve_sql<DB: crate::support::busi::Ledger>(
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let layer = with_barrier.then(|| dtm_barrier::BarrierLayer::for_grpc(bank.barrier().clone()));
+    let barrier = bank.barrier().clone();
     bank.runtime().spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        // The barrier wraps this one service (it keeps the service's name), not the server.
+        let service = SqlBusi::new(handler);
+        let (guarded, plain) = if with_barrier {
+            let layer = dtm_barrier::BarrierLayer::for_grpc(barrier);
+            (Some(tower::Layer::layer(&layer, service)), None)
+        } else {
+            (None, Some(service))
+        };
         tonic::transport::Server::builder()
-            .layer(tower::util::option_layer(layer))
-            .add_service(SqlBusi::new(handler))
+            .add_optional_service(guarded)
+            .add_optional_service(plain)
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
             .await
             .expect("gRPC SQL service");

@@ -25,9 +25,10 @@ use dtmcli::answer::neutral;
 /// #   S::Future: Send + 'static,
 /// # {
 /// use dtm_barrier::{Barrier, BarrierLayer};
+/// use tower::Layer;
+/// // Only the service whose methods are DTM branches goes behind the barrier.
 /// let server = tonic::transport::Server::builder()
-///     .layer(BarrierLayer::for_grpc(Barrier::new(pool)))
-///     .add_service(svc);
+///     .add_service(BarrierLayer::for_grpc(Barrier::new(pool)).layer(svc));
 /// # }
 /// ```
 #[derive(Debug, Clone, Copy, Default)]

@@ -159,8 +159,10 @@ impl<DB: BarrierDatabase> BarrierLayer<DB, Http> {
 
 #[cfg(feature = "tonic")]
 impl<DB: BarrierDatabase> BarrierLayer<DB, Grpc> {
-    /// A layer running `barrier` around every gRPC request of a tonic server
-    /// (`Server::builder().layer(BarrierLayer::for_grpc(barrier))`). DTM calls branches with
+    /// A layer running `barrier` around a tonic service. Wrap the service whose methods are
+    /// DTM branches, `.add_service(BarrierLayer::for_grpc(barrier).layer(svc))`, so that
+    /// health checks, reflection and other services stay outside the barrier (as a layer on
+    /// the whole server, every request must be a DTM branch call). DTM calls branches with
     /// unary requests; the layer reads the request message before it begins the transaction,
     /// so it is not meant for streaming methods.
     pub fn for_grpc(barrier: Barrier<DB>) -> Self {
@@ -297,6 +299,18 @@ where
         let barrier = self.barrier.clone();
         Box::pin(guard::<S, DB, T>(barrier, inner, req, self.body_limit))
     }
+}
+
+/// A barrier-wrapped tonic service keeps its service's name, so that one service of a server
+/// can be wrapped alone (`.add_service(BarrierLayer::for_grpc(b).layer(svc))`) while health
+/// checks, reflection and other services stay outside the barrier.
+#[cfg(feature = "tonic")]
+impl<S, DB> tonic::server::NamedService for BarrierService<S, DB, Grpc>
+where
+    S: tonic::server::NamedService,
+    DB: BarrierDatabase,
+{
+    const NAME: &'static str = S::NAME;
 }
 
 /// Marks a request the layer let through without a transaction because it is a message query

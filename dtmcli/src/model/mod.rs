@@ -53,7 +53,7 @@ pub struct GlobalRequest<'a> {
     pub call: GlobalCall,
     /// The global transaction id.
     pub gid: &'a str,
-    /// TCC or XA.
+    /// The transaction type.
     pub trans_type: TransType,
     /// The transaction's options.
     pub options: &'a TransOptions,
@@ -158,7 +158,8 @@ pub trait Transport: Clone + fmt::Debug + Send + Sync + 'static {
     /// A client of the server a branch request names, sharing this one's settings.
     fn for_server(&self, server: &str) -> Result<Self>;
 
-    /// Prepares, submits or aborts a transaction that has no steps of its own (TCC, XA).
+    /// Prepares, submits or aborts a transaction of any type (the steps, payloads and custom
+    /// data of a saga or message are in the request).
     fn global_call(&self, request: GlobalRequest<'_>) -> impl Future<Output = Result<()>> + Send;
 
     /// Registers a TCC branch: DTM calls its confirm URL on submit and its cancel URL on
@@ -182,6 +183,10 @@ pub trait Transport: Clone + fmt::Debug + Send + Sync + 'static {
 
 /// How a [`Transport`] encodes a payload of type `P`: JSON (`serde::Serialize`) over HTTP,
 /// protobuf (`prost::Message`) over gRPC.
+#[diagnostic::on_unimplemented(
+    message = "this client cannot send a `{P}` as a branch payload",
+    note = "HTTP payloads are `serde::Serialize` values; gRPC payloads are prost messages (use `add_json` for the JSON body of an http:// step, or `add_bytes` for encoded bytes)"
+)]
 pub trait Encode<P: ?Sized> {
     /// The payload's bytes; `what` names the payload in an error.
     fn encode(payload: &P, what: &str) -> Result<Vec<u8>>;
@@ -379,13 +384,21 @@ impl<C, M> Handle<C, M> {
     }
 }
 
+impl<C, M> Builder<C, M> {
+    /// The global transaction id.
+    pub fn gid(&self) -> &str {
+        &self.gid
+    }
+}
+
 impl<C: Transport> Handle<C, TccMode> {
     /// Rebuilds the transaction inside a try handler, to register nested branches below the
     /// current one (`02` → `0201`, `0202`, ...).
     ///
     /// Needs the `dtm` field of the request (`dtm-dtm` metadata over gRPC), which only the
     /// client's try call carries: nesting is possible in `try` only. `client`'s settings are
-    /// reused; the server is the one the request names.
+    /// reused; the server is the one the request names. The parent transaction's branch
+    /// headers are not known here: the nested try calls carry none.
     pub fn from_branch(client: &C, info: &BranchInfo) -> Result<Self> {
         let dtm = info.dtm.as_deref().ok_or(Error::MissingField("dtm"))?;
         if info.trans_type != TransType::Tcc {

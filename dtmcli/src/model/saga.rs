@@ -165,23 +165,13 @@ impl<C: Transport> Saga<C> {
         if let Some(e) = &self.error {
             return Err(e.clone_payload());
         }
-        for url in self.steps.iter().flat_map(|s| s.values()) {
-            self.client.check_branch_url(url)?;
-        }
-        for (step, preceding) in &self.orders {
-            if let Some(bad) = std::iter::once(step)
-                .chain(preceding)
-                .find(|i| **i >= self.steps.len())
-            {
-                return Err(Error::InvalidArgument(format!(
-                    "branch order names step {bad}, but the saga has {} steps",
-                    self.steps.len()
-                )));
-            }
-        }
         // `options.concurrent` (set through `options()`) means the same as `concurrent()`: the
         // server reads saga concurrency from the custom data only.
         let concurrent = self.concurrent || self.options.concurrent;
+        check_orders(&self.orders, self.steps.len(), concurrent)?;
+        for url in self.steps.iter().flat_map(|s| s.values()) {
+            self.client.check_branch_url(url)?;
+        }
         let custom_data = if concurrent || !self.orders.is_empty() {
             serde_json::to_string(&SagaCustomData {
                 orders: &self.orders,
@@ -207,6 +197,60 @@ impl<C: Transport> Saga<C> {
     }
 }
 
+/// Checks branch orders: every step exists; no step waits for itself, for a step that waits
+/// for it (a cycle) or, in a sequential saga, for a later step. DTM would wait forever.
+fn check_orders(
+    orders: &BTreeMap<usize, Vec<usize>>,
+    steps: usize,
+    concurrent: bool,
+) -> Result<()> {
+    let invalid = |why: String| Err(Error::InvalidArgument(format!("branch order: {why}")));
+    for (step, preceding) in orders {
+        if let Some(bad) = std::iter::once(step)
+            .chain(preceding)
+            .find(|i| **i >= steps)
+        {
+            return invalid(format!("names step {bad}, but the saga has {steps} steps"));
+        }
+        if let Some(later) = preceding
+            .iter()
+            .find(|p| **p >= *step)
+            .filter(|_| !concurrent)
+        {
+            return invalid(format!(
+                "step {step} waits for step {later}, which a sequential saga runs after it"
+            ));
+        }
+    }
+    // Depth-first search for a cycle (a step waiting for itself is one).
+    fn visit(
+        step: usize,
+        orders: &BTreeMap<usize, Vec<usize>>,
+        state: &mut [u8], // 0 unseen, 1 on the path, 2 done
+    ) -> Option<usize> {
+        match state[step] {
+            1 => return Some(step),
+            2 => return None,
+            _ => {}
+        }
+        state[step] = 1;
+        for next in orders.get(&step).into_iter().flatten() {
+            if let Some(cycle) = visit(*next, orders, state) {
+                return Some(cycle);
+            }
+        }
+        state[step] = 2;
+        None
+    }
+    let mut state = vec![0u8; steps];
+    for step in orders.keys() {
+        if let Some(cycle) = visit(*step, orders, &mut state) {
+            return invalid(format!("step {cycle} waits for itself through a cycle"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,5 +264,19 @@ mod tests {
         })
         .unwrap();
         assert_eq!(json, r#"{"orders":{"1":[0],"2":[0,1]},"concurrent":true}"#);
+    }
+
+    #[test]
+    fn orders_that_would_make_dtm_wait_forever_are_refused() {
+        let orders = |pairs: &[(usize, &[usize])]| -> BTreeMap<usize, Vec<usize>> {
+            pairs.iter().map(|(s, p)| (*s, p.to_vec())).collect()
+        };
+        assert!(check_orders(&orders(&[(1, &[0]), (2, &[0, 1])]), 3, true).is_ok());
+        assert!(check_orders(&orders(&[(1, &[0])]), 2, false).is_ok());
+        let err = |o, n, c| check_orders(&o, n, c).unwrap_err().to_string();
+        assert!(err(orders(&[(1, &[0])]), 1, true).contains("names step 1"));
+        assert!(err(orders(&[(1, &[1])]), 2, true).contains("cycle"));
+        assert!(err(orders(&[(0, &[1]), (1, &[0])]), 2, true).contains("cycle"));
+        assert!(err(orders(&[(0, &[1])]), 2, false).contains("sequential"));
     }
 }
