@@ -26,6 +26,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// (TCC try, message query). Inject your own client with [`DtmClient::builder`] to set TLS,
 /// proxies or timeouts.
 ///
+/// The SDK builds reqwest without a TLS backend: for `https://` servers or branches, enable
+/// one in your own `Cargo.toml` (`reqwest = { version = "0.13", features = ["rustls"] }`;
+/// Cargo's feature unification makes the SDK's client use it).
+///
 /// ```no_run
 /// # async fn demo() -> dtmcli::Result<()> {
 /// let dtm = dtmcli::DtmClient::new("http://localhost:36789/api/dtmsvr")?;

@@ -66,6 +66,8 @@ struct RegisterTccBranch<'a> {
     cancel: &'a str,
 }
 
+impl crate::model::sealed::Client for DtmClient {}
+
 /// HTTP: bodies are JSON, branch info goes in the query string.
 impl Transport for DtmClient {
     type BranchResponse = BranchResponse;

@@ -78,6 +78,8 @@ pub(crate) fn check_gid(gid: &str) -> Result<()> {
     Ok(())
 }
 
+impl dtmcli::model::sealed::Client for DtmGrpcClient {}
+
 /// gRPC: payloads are protobuf, branch info goes in `dtm-*` metadata, URLs are
 /// `host:port/package.Service/Method`.
 impl Transport for DtmGrpcClient {

@@ -135,9 +135,9 @@ impl fmt::Debug for BranchCall<'_> {
 }
 
 /// A client of DTM over some transport, as the transaction model uses it. Implemented by
-/// `dtmcli::DtmClient` (HTTP) and `dtmgrpc::DtmGrpcClient` (gRPC); an application has no
-/// reason to implement it.
-pub trait Transport: Clone + fmt::Debug + Send + Sync + 'static {
+/// `dtmcli::DtmClient` (HTTP) and `dtmgrpc::DtmGrpcClient` (gRPC) only: it is sealed, so that
+/// methods can be added to it without breaking anyone.
+pub trait Transport: sealed::Client + Clone + fmt::Debug + Send + Sync + 'static {
     /// A branch's answer to a call the SDK made itself (a TCC try, an XA action).
     type BranchResponse: Send;
 
@@ -235,10 +235,15 @@ pub trait Mode: sealed::Sealed + Send + Sync + 'static {
     const TRANS_TYPE: TransType;
 }
 
-mod sealed {
+#[doc(hidden)]
+pub mod sealed {
+    /// Seals [`Mode`](super::Mode).
     pub trait Sealed {}
     impl Sealed for super::TccMode {}
     impl Sealed for super::XaMode {}
+
+    /// Seals [`Transport`](super::Transport): implemented by the SDK's clients only.
+    pub trait Client {}
 }
 
 /// TCC: the closure registers branches and calls their try; DTM confirms or cancels them.
