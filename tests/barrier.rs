@@ -353,6 +353,57 @@ async fn msg_do_and_submit_business_error<DB: Ledger>(bank: &'static Bank<DB>) {
     assert_balances(bank, &req, 0, 0).await;
 }
 
+/// The begin/commit form: the local work written through the message's transaction, then
+/// committed (the message is submitted), rolled back (dropped) or dropped unfinished (DTM's
+/// query finds nothing committed and drops the message).
+async fn msg_begin_commit_rollback_and_drop<DB: Ledger>(bank: &'static Bank<DB>) {
+    #[derive(Clone, Copy, Debug)]
+    enum End {
+        Commit,
+        Rollback,
+        Drop,
+    }
+    for end in [End::Commit, End::Rollback, End::Drop] {
+        let gid = new_gid().await;
+        let (from, to) = accounts(&gid);
+        let req = TransferReq::new(30, from, to);
+        let mut msg = transfer_msg(bank, &client(), &gid, &req).timeout_to_fail(SEC);
+        let barrier = bank.barrier().clone();
+        let query = bank.url("QueryPreparedB", "");
+        let r = req.clone();
+        bank.run(async move {
+            let mut tx = barrier.begin_msg(&mut msg, query).await.unwrap();
+            assert!(DB::adjust(&mut tx, &r.from, -r.amount, true).await.unwrap());
+            match end {
+                End::Commit => tx.commit().await.unwrap(),
+                End::Rollback => tx.rollback().await.unwrap(),
+                End::Drop => drop(tx),
+            }
+        })
+        .await;
+        match end {
+            End::Commit => {
+                let q = wait_status(&gid, GlobalStatus::Succeed).await;
+                assert_eq!(q.branch_statuses(), [S], "{end:?}");
+                assert_balances(bank, &req, -30, 30).await;
+            }
+            End::Rollback => {
+                assert_eq!(status_of(&gid).await, (Some(GlobalStatus::Failed), vec![P]));
+                assert!(bank.routes(&gid).is_empty(), "aborted without a query");
+                assert_balances(bank, &req, 0, 0).await;
+            }
+            End::Drop => {
+                // Left prepared; after timeout_to_fail DTM asks the query, which answers
+                // FAILURE (nothing committed), and drops the message.
+                let q = wait_status(&gid, GlobalStatus::Failed).await;
+                assert_eq!(q.branch_statuses(), [P], "{end:?}");
+                assert_eq!(bank.routes(&gid), ["QueryPreparedB"]);
+                assert_balances(bank, &req, 0, 0).await;
+            }
+        }
+    }
+}
+
 async fn msg_do_and_submit_query_first<DB: Ledger>(bank: &'static Bank<DB>) {
     let gid = new_gid().await;
     let (from, to) = accounts(&gid);
@@ -469,5 +520,6 @@ on_each_database!(
     msg_do_and_submit_business_error,
     msg_do_and_submit_query_first,
     msg_do_and_submit_prepare_failed,
+    msg_begin_commit_rollback_and_drop,
     layer_refuses_a_request_without_trans_info,
 );

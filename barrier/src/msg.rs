@@ -44,14 +44,7 @@ impl<DB: BarrierDatabase> Barrier<DB> {
     where
         M: TwoPhaseMsg,
     {
-        let branch = self.branch(BranchInfo {
-            gid: msg.msg_gid().to_owned(),
-            trans_type: TransType::Msg,
-            branch_id: QUERY_PREPARED_BRANCH_ID.to_owned(),
-            op: Op::Msg,
-            dtm: None,
-            phase2_url: None,
-        });
+        let branch = self.branch(msg_branch_info(msg.msg_gid()));
         let local = async move {
             // With op `msg` the barrier never skips: it proceeds or refuses with Duplicated.
             branch
@@ -62,6 +55,127 @@ impl<DB: BarrierDatabase> Barrier<DB> {
         };
         Ok(dtmcli::do_and_submit(msg, query_prepared.into(), local).await?)
     }
+}
+
+impl<DB: BarrierDatabase> Barrier<DB> {
+    /// The begin/commit form of [`Barrier::do_and_submit`], for callers that keep control of
+    /// the local transaction: prepares the message, begins the local transaction with the
+    /// message's barrier row in it, and returns it. Write the local work through it (it
+    /// derefs to the connection: `.execute(&mut *tx)`), then [`MsgTx::commit`] (commits and
+    /// submits the message) or [`MsgTx::rollback`] (rolls back and drops the message).
+    ///
+    /// Dropping it without either rolls the local transaction back and leaves the message
+    /// prepared: DTM's query then finds nothing committed and drops the message. If DTM's
+    /// query already ran (the message timed out), this fails with
+    /// [`dtmcli::Error::Duplicated`] and the message is dropped.
+    ///
+    /// ```no_run
+    /// # async fn demo(dtm: dtmcli::DtmClient, barrier: dtm_barrier::Barrier<sqlx::Sqlite>) -> Result<(), dtm_barrier::Error> {
+    /// let busi = "http://localhost:8081/api/busi";
+    /// let mut msg = dtm.msg(dtm.new_gid().await?)
+    ///     .add(format!("{busi}/TransIn"), &serde_json::json!({"amount": 30}));
+    /// let mut tx = barrier.begin_msg(&mut msg, format!("{busi}/QueryPrepared")).await?;
+    /// let done = sqlx::query("update account set balance = balance - 30 where id = 1 and balance >= 30")
+    ///     .execute(&mut *tx)
+    ///     .await?;
+    /// if done.rows_affected() == 1 {
+    ///     tx.commit().await?; // the local work and the message go together
+    /// } else {
+    ///     tx.rollback().await?; // neither happens
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn begin_msg<'m, M>(
+        &self,
+        msg: &'m mut M,
+        query_prepared: impl Into<String>,
+    ) -> Result<MsgTx<'m, DB, M>, Error>
+    where
+        M: TwoPhaseMsg,
+    {
+        msg.prepare_msg(query_prepared.into()).await?;
+        let info = msg_branch_info(msg.msg_gid());
+        match self.begin_checked(&info, "01").await {
+            // With op `msg` the barrier never skips: it proceeds or refuses with Duplicated.
+            Ok((tx, decision)) if decision.proceeds() => Ok(MsgTx { tx, msg }),
+            Ok(_) => Err(finish_failed(msg, dtmcli::Error::Duplicated.into()).await),
+            Err(e) => Err(finish_failed(msg, e).await),
+        }
+    }
+}
+
+/// The local transaction of a prepared two-phase message, from [`Barrier::begin_msg`]; it
+/// derefs to the transaction's connection.
+#[must_use = "dropping it rolls the local work back, and DTM then drops the message"]
+pub struct MsgTx<'m, DB: BarrierDatabase, M> {
+    tx: sqlx::Transaction<'static, DB>,
+    msg: &'m mut M,
+}
+
+impl<DB: BarrierDatabase, M> std::fmt::Debug for MsgTx<'_, DB, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MsgTx").finish_non_exhaustive()
+    }
+}
+
+impl<DB: BarrierDatabase, M> std::ops::Deref for MsgTx<'_, DB, M> {
+    type Target = DB::Connection;
+
+    fn deref(&self) -> &DB::Connection {
+        &self.tx
+    }
+}
+
+impl<DB: BarrierDatabase, M> std::ops::DerefMut for MsgTx<'_, DB, M> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.tx
+    }
+}
+
+impl<DB: BarrierDatabase, M: TwoPhaseMsg> MsgTx<'_, DB, M> {
+    /// Commits the local transaction, then submits the message. If the commit's outcome is
+    /// unknown (its error), the message's query URL decides, as in
+    /// [`Barrier::do_and_submit`].
+    pub async fn commit(self) -> Result<(), Error> {
+        let MsgTx { tx, msg } = self;
+        match tx.commit().await {
+            Ok(()) => Ok(dtmcli::finish_msg(&*msg, Ok(())).await?),
+            Err(e) => Err(finish_failed(msg, e.into()).await),
+        }
+    }
+
+    /// Rolls the local transaction back and drops the message.
+    pub async fn rollback(self) -> Result<(), Error> {
+        let MsgTx { tx, msg } = self;
+        if let Err(e) = tx.rollback().await {
+            // The connection drops the transaction; the message's query will find nothing.
+            tracing::warn!(error = %e, "rollback of a message's local transaction failed");
+        }
+        Ok(msg.abort_msg().await?)
+    }
+}
+
+/// The branch info of a message's local transaction: branch `00`, op `msg`.
+fn msg_branch_info(gid: &str) -> BranchInfo {
+    BranchInfo {
+        gid: gid.to_owned(),
+        trans_type: TransType::Msg,
+        branch_id: QUERY_PREPARED_BRANCH_ID.to_owned(),
+        op: Op::Msg,
+        dtm: None,
+        phase2_url: None,
+    }
+}
+
+/// Settles a message whose local work failed with `error` (by the query, unless it is a
+/// FAILURE) and returns the error.
+async fn finish_failed<M: TwoPhaseMsg>(msg: &M, error: Error) -> Error {
+    let outcome: Result<(), dtmcli::Error> = Err(error.into());
+    // `finish_msg` returns the outcome's error when there is one.
+    dtmcli::finish_msg(msg, outcome)
+        .await
+        .err()
+        .map_or(Error::Dtm(dtmcli::Error::Duplicated), Error::from)
 }
 
 /// The message query an incoming request must be: `op=msg` on branch `00`.

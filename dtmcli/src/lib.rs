@@ -81,7 +81,7 @@ pub use outcome::Outcome;
 #[doc(hidden)]
 pub use outcome::{settle_wait_result, settle_wait_result_read};
 pub use query::{AllQuery, BranchTrans, GlobalTrans, TransPage, TransQuery};
-pub use two_phase::{do_and_submit, query_url, TwoPhaseMsg};
+pub use two_phase::{do_and_submit, finish_msg, query_url, TwoPhaseMsg};
 pub use types::{
     BranchStatus, DtmResult, GlobalStatus, Op, Protocol, TransType, QUERY_PREPARED_BRANCH_ID,
 };

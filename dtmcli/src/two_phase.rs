@@ -50,6 +50,21 @@ where
 {
     msg.prepare_msg(query_prepared).await?;
     let outcome = busi.await;
+    finish_msg(msg, outcome).await
+}
+
+/// Submits or drops a prepared message according to the `outcome` of its local work, by the
+/// rules of [`do_and_submit`]: success → submit; [`Error::Failure`] → abort; another error →
+/// ask the query URL (SUCCESS → submit, FAILURE → abort, else leave the message prepared for
+/// the server to query).
+///
+/// For callers that run the local work themselves between `prepare` and this call (the
+/// barrier's `begin_msg` does). Returns the outcome's error if it failed, else the error of
+/// the query or the submit, if any.
+pub async fn finish_msg<M, T>(msg: &M, outcome: Result<T>) -> Result<T>
+where
+    M: TwoPhaseMsg + ?Sized,
+{
     let mut later: Option<Error> = None;
     if let Err(e) = &outcome {
         if !e.is_failure() {
