@@ -51,5 +51,6 @@ pub use layer::{
     BarrierLayer, BarrierService, BarrierTx, BarrierTxRejection, BodyError, Transport, TxGuard,
     DEFAULT_BODY_LIMIT,
 };
+pub use msg::MsgTx;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 pub use xa::{XaDatabase, XaStep, Xid};
