@@ -272,25 +272,10 @@ impl DtmClient {
         format!("{}/{}", self.inner.server, path)
     }
 
-    /// POSTs a transaction body to a mutating route and checks the answer. A `wait_result`
-    /// submit that DTM answered with anything but SUCCESS is decided from the stored status
-    /// ([`crate::outcome::settle_wait_result`]).
+    /// POSTs a transaction body to a mutating route and checks the answer.
     pub(crate) async fn post_trans(&self, path: &str, body: &TransBody<'_>) -> Result<()> {
         tracing::debug!(gid = body.gid, trans_type = %body.trans_type, path, "dtm call");
-        match self.post(path, body).await {
-            Err(answer)
-                if path == "submit" && body.options.wait_result && dtm_answered(&answer) =>
-            {
-                self.settle(body.gid, answer).await
-            }
-            other => other,
-        }
-    }
-
-    /// Reads the stored transaction to decide what a non-SUCCESS `wait_result` answer means;
-    /// if it cannot be read, the answer stands (and the failed read is logged).
-    pub(crate) async fn settle(&self, gid: &str, answer: Error) -> Result<()> {
-        crate::outcome::settle_wait_result_read(gid, answer, self.query(gid).await)
+        self.post(path, body).await
     }
 
     pub(crate) async fn post<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> Result<()> {
@@ -366,17 +351,6 @@ impl DtmClient {
             status,
             body: body.to_vec(),
         })
-    }
-}
-
-/// Whether the submit may have reached DTM: it answered (FAILURE, ONGOING or another
-/// status), or the request failed after it was sent (a timeout, a reset connection). Only a
-/// connection that was never made means DTM did not see it.
-fn dtm_answered(answer: &Error) -> bool {
-    match answer {
-        Error::Failure { .. } | Error::Ongoing { .. } | Error::Status { .. } => true,
-        Error::Request { cause, .. } => !cause.is_connect() && !cause.is_builder(),
-        _ => false,
     }
 }
 

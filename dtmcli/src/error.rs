@@ -202,11 +202,7 @@ impl Error {
 
     /// A [`Error::Payload`] for `what` (`steps`, `saga step 2`, ...), for the clients.
     #[doc(hidden)]
-    pub fn payload_of(what: impl Into<String>, source: serde_json::Error) -> Self {
-        Self::payload(what, source)
-    }
-
-    pub(crate) fn payload(what: impl Into<String>, source: serde_json::Error) -> Self {
+    pub fn payload(what: impl Into<String>, source: serde_json::Error) -> Self {
         Error::Payload {
             what: what.into(),
             cause: Arc::new(source),
@@ -233,14 +229,15 @@ fn pending_text(pending: &[String]) -> String {
     }
 }
 
-/// An error's text followed by those of its sources, each once.
-#[cfg_attr(not(feature = "http"), allow(dead_code))]
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+/// An error's text followed by those of its sources, each once (a source whose text is already
+/// in the text is skipped: transport errors often repeat their cause).
+#[cfg_attr(not(any(feature = "http", feature = "tonic")), allow(dead_code))]
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut next = error.source();
     while let Some(source) = next {
         let part = source.to_string();
-        if !text.ends_with(&part) {
+        if !text.contains(&part) {
             text.push_str(": ");
             text.push_str(&part);
         }

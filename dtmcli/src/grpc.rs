@@ -147,7 +147,11 @@ impl fmt::Display for GrpcError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             GrpcError::Connect { target, cause } => {
-                write!(f, "cannot connect to {target}: {}", chain(cause.as_ref()))
+                write!(
+                    f,
+                    "cannot connect to {target}: {}",
+                    crate::error::chain(cause.as_ref())
+                )
             }
             GrpcError::Call {
                 target,
@@ -161,7 +165,7 @@ impl fmt::Display for GrpcError {
                     status.message()
                 )?;
                 if let Some(source) = std::error::Error::source(status) {
-                    write!(f, " ({})", chain(source))?;
+                    write!(f, " ({})", crate::error::chain(source))?;
                 }
                 Ok(())
             }
@@ -173,21 +177,6 @@ impl fmt::Display for GrpcError {
 /// `source()`: reports of the chain (`anyhow`'s `{:#}`) print each once. The transport error
 /// and the status stay reachable through the fields and [`GrpcError::status`].
 impl std::error::Error for GrpcError {}
-
-/// An error and its sources, joined with `: ` (tonic's transport errors say little on top).
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut next = error.source();
-    while let Some(e) = next {
-        let more = e.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        next = e.source();
-    }
-    text
-}
 
 /// What a gRPC status means in the protocol ([`dtmgrpc/type.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/client/dtmgrpc/type.go)): OK → SUCCESS;
 /// `Aborted` → FAILURE (ONGOING when the message is exactly `ONGOING`, the legacy form);

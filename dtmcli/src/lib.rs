@@ -78,8 +78,6 @@ pub use global::XaRegistrar;
 pub use options::RedactedHeaders;
 pub use options::{whole_seconds, TransOptions};
 pub use outcome::Outcome;
-#[doc(hidden)]
-pub use outcome::{settle_wait_result, settle_wait_result_read};
 pub use query::{AllQuery, BranchTrans, GlobalTrans, TransPage, TransQuery};
 pub use two_phase::{do_and_submit, finish_msg, query_url, TwoPhaseMsg};
 pub use types::{

@@ -61,20 +61,9 @@ impl Outcome {
 }
 
 /// Decides a `wait_result` submit that DTM did not answer with SUCCESS from the transaction
-/// as DTM stored it afterwards: `Ok` if it succeeded after all, [`Error::Failure`] with the
-/// stored rollback reason if it rolled back, [`Error::Unfinished`] if DTM still retries it.
-/// Without a stored transaction the answer stands.
-///
-/// Shared by the HTTP and gRPC clients; not part of the stable API.
-#[doc(hidden)]
-pub fn settle_wait_result(answer: Error, stored: &TransQuery) -> crate::Result<()> {
-    settle(answer, stored)
-}
-
-/// [`settle_wait_result`] from a read of the stored transaction that may have failed: when it
-/// failed, the outcome is unknown ([`Error::OutcomeUnknown`]), never DTM's ambiguous answer.
-#[doc(hidden)]
-pub fn settle_wait_result_read(
+/// as DTM stored it afterwards (`read`): see [`settle`]. When it could not be read, the
+/// outcome is unknown ([`Error::OutcomeUnknown`]), never DTM's ambiguous answer.
+pub(crate) fn settle_wait_result_read(
     gid: &str,
     answer: Error,
     read: crate::Result<TransQuery>,
@@ -92,6 +81,9 @@ pub fn settle_wait_result_read(
     }
 }
 
+/// `Ok` if the stored transaction succeeded after all, [`Error::Failure`] with the stored
+/// rollback reason if it rolled back, [`Error::Unfinished`] if DTM still retries it. Without a
+/// stored transaction the answer stands.
 fn settle(answer: Error, stored: &TransQuery) -> crate::Result<()> {
     let Some(trans) = &stored.transaction else {
         return Err(answer);
@@ -236,9 +228,9 @@ mod tests {
     #[test]
     fn a_wait_result_answer_is_settled_by_the_stored_status() {
         let answer = || Error::failure("wait result not return success");
-        assert!(settle_wait_result(answer(), &stored(GlobalStatus::Succeed, &[])).is_ok());
+        assert!(settle(answer(), &stored(GlobalStatus::Succeed, &[])).is_ok());
 
-        let err = settle_wait_result(answer(), &stored(GlobalStatus::Failed, &[])).unwrap_err();
+        let err = settle(answer(), &stored(GlobalStatus::Failed, &[])).unwrap_err();
         assert_eq!(err.to_string(), "FAILURE: url:x return failed");
 
         // Submitted saga: step 01 done, 02 failing, 03 not tried.
@@ -253,7 +245,7 @@ mod tests {
                 ("03", "action", "prepared"),
             ],
         );
-        let err = settle_wait_result(answer(), &q).unwrap_err();
+        let err = settle(answer(), &q).unwrap_err();
         match &err {
             Error::Unfinished {
                 status, pending, ..
@@ -281,7 +273,7 @@ mod tests {
                 ("03", "action", "prepared"),
             ],
         );
-        match settle_wait_result(answer(), &q).unwrap_err() {
+        match settle(answer(), &q).unwrap_err() {
             Error::Unfinished { pending, .. } => {
                 assert_eq!(pending, ["http://b/compensate01", "http://b/compensate02"]);
             }
@@ -305,8 +297,6 @@ mod tests {
         // Nothing stored: DTM's answer stands.
         let none: TransQuery =
             serde_json::from_str(r#"{"transaction":null,"branches":null}"#).unwrap();
-        assert!(settle_wait_result(answer(), &none)
-            .unwrap_err()
-            .is_failure());
+        assert!(settle(answer(), &none).unwrap_err().is_failure());
     }
 }

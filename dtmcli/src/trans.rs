@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::client::BranchResponse;
 use crate::model::{BranchCall, Encode, GlobalRequest, Step, TccRegistration, Transport};
-use crate::{DtmClient, Error, Protocol, Result, TransOptions, TransType};
+use crate::{DtmClient, Error, Protocol, Result, TransOptions, TransQuery, TransType};
 
 /// The JSON body of `prepare` / `submit` / `abort` ([`trans_class.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/dtmsvr/trans_class.go)).
 #[derive(Debug, Serialize)]
@@ -105,6 +105,20 @@ impl Transport for DtmClient {
         let payloads = payload_texts(request.payloads)?;
         self.post_trans(request.call.as_str(), &TransBody::of(&request, &payloads))
             .await
+    }
+
+    /// DTM answered (FAILURE, ONGOING or another status), or the request failed after it was
+    /// sent (a timeout, a reset connection); only a connection never made means it did not.
+    fn may_have_reached_dtm(&self, error: &Error) -> bool {
+        match error {
+            Error::Failure { .. } | Error::Ongoing { .. } | Error::Status { .. } => true,
+            Error::Request { cause, .. } => !cause.is_connect() && !cause.is_builder(),
+            _ => false,
+        }
+    }
+
+    async fn stored(&self, gid: &str) -> Result<TransQuery> {
+        self.query(gid).await
     }
 
     async fn register_tcc_branch(&self, branch: TccRegistration<'_>) -> Result<()> {

@@ -416,34 +416,9 @@ impl DtmGrpcClient {
             })
     }
 
-    /// Submits a transaction. A `wait_result` submit that DTM did not answer with OK is
-    /// decided from the status DTM stored, read through the HTTP API
-    /// ([`DtmGrpcClientBuilder::http_api`], which [`DtmGrpcClient::check_options`] requires).
-    pub(crate) async fn submit(&self, request: proto::DtmRequest) -> Result<()> {
-        let wait = request
-            .trans_options
-            .as_ref()
-            .is_some_and(|o| o.wait_result);
-        #[cfg(feature = "http-api")]
-        let gid = request.gid.clone();
-        let answer = self
-            .call("Submit", |mut c| async move { c.submit(request).await })
-            .await;
-        match answer {
-            #[cfg(feature = "http-api")]
-            Err(answer) if wait && dtm_answered(&answer) => match &self.inner.http_api {
-                Some(http) => dtmcli::settle_wait_result_read(&gid, answer, http.query(&gid).await),
-                None => Err(answer),
-            },
-            other => {
-                let _ = wait;
-                other
-            }
-        }
-    }
-
     /// Checks a transaction's options before anything is sent: [`TransOptions::check`], and
-    /// `wait_result` only with the HTTP API to decide its answer.
+    /// `wait_result` only with the HTTP API to decide its answer (see
+    /// [`DtmGrpcClientBuilder::http_api`]).
     ///
     /// [`TransOptions::check`]: dtmcli::TransOptions::check
     pub(crate) fn check_options(&self, options: &dtmcli::TransOptions) -> Result<()> {
@@ -606,19 +581,6 @@ impl Interceptor for CallTimeout {
             request.set_timeout(timeout);
         }
         Ok(request)
-    }
-}
-
-/// Whether DTM itself answered the call (a status with protocol meaning, or one it sends
-/// for an error), as opposed to the call not reaching it.
-#[cfg(feature = "http-api")]
-fn dtm_answered(answer: &Error) -> bool {
-    match answer {
-        Error::Failure { .. } | Error::Ongoing { .. } => true,
-        Error::Grpc(e) => e
-            .status()
-            .is_some_and(|s| s.code() != tonic::Code::Unavailable),
-        _ => false,
     }
 }
 

@@ -51,7 +51,7 @@ pub(crate) fn dtm_request(request: &GlobalRequest<'_>) -> Result<proto::DtmReque
     let steps = if request.steps.is_empty() {
         String::new()
     } else {
-        serde_json::to_string(request.steps).map_err(|e| Error::payload_of("steps", e))?
+        serde_json::to_string(request.steps).map_err(|e| Error::payload("steps", e))?
     };
     Ok(proto::DtmRequest {
         steps,
@@ -117,11 +117,38 @@ impl Transport for DtmGrpcClient {
                 self.call("Abort", |mut c| async move { c.abort(req).await })
                     .await
             }
-            GlobalCall::Submit => self.submit(req).await,
+            GlobalCall::Submit => {
+                self.call("Submit", |mut c| async move { c.submit(req).await })
+                    .await
+            }
             other => Err(Error::InvalidArgument(format!(
                 "the gRPC client does not know the call {other:?}"
             ))),
         }
+    }
+
+    /// DTM answered with a status (`Aborted`, `FailedPrecondition`, `Unknown`, a deadline, ...);
+    /// `Unavailable` is taken as "not reached".
+    fn may_have_reached_dtm(&self, error: &Error) -> bool {
+        match error {
+            Error::Failure { .. } | Error::Ongoing { .. } => true,
+            Error::Grpc(e) => e
+                .status()
+                .is_some_and(|s| s.code() != tonic::Code::Unavailable),
+            _ => false,
+        }
+    }
+
+    /// Read through the HTTP API: DTM's gRPC API has no query.
+    async fn stored(&self, gid: &str) -> Result<dtmcli::TransQuery> {
+        #[cfg(feature = "http-api")]
+        if let Some(http) = self.http_api() {
+            return http.query(gid).await;
+        }
+        Err(Error::InvalidArgument(format!(
+            "cannot read transaction {gid}: DTM's gRPC API has no query, and the client has no \
+             HTTP API (DtmGrpcClientBuilder::http_api)"
+        )))
     }
 
     async fn register_tcc_branch(&self, branch: TccRegistration<'_>) -> Result<()> {

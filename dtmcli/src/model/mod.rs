@@ -20,7 +20,7 @@ pub use msg::Msg;
 pub use saga::Saga;
 
 use crate::global::{run_global, GlobalCalls, OpenTrans};
-use crate::{BranchIdGen, BranchInfo, Error, Op, Result, TransOptions, TransType};
+use crate::{BranchIdGen, BranchInfo, Error, Op, Result, TransOptions, TransQuery, TransType};
 
 /// What a transaction of the model asks of DTM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,8 +159,18 @@ pub trait Transport: sealed::Client + Clone + fmt::Debug + Send + Sync + 'static
     fn for_server(&self, server: &str) -> Result<Self>;
 
     /// Prepares, submits or aborts a transaction of any type (the steps, payloads and custom
-    /// data of a saga or message are in the request).
+    /// data of a saga or message are in the request), and reads DTM's answer. A `wait_result`
+    /// submit's answer is then settled by the model ([`Transport::stored`]).
     fn global_call(&self, request: GlobalRequest<'_>) -> impl Future<Output = Result<()>> + Send;
+
+    /// Whether a failed call may have reached DTM: it answered, or the answer was lost after
+    /// the request was sent. Only then is the stored status worth reading.
+    fn may_have_reached_dtm(&self, error: &Error) -> bool;
+
+    /// The transaction `gid` as DTM stored it, to decide what a `wait_result` submit that did
+    /// not succeed means (DTM answers the same for a rollback and for a transaction it still
+    /// retries).
+    fn stored(&self, gid: &str) -> impl Future<Output = Result<TransQuery>> + Send;
 
     /// Registers a TCC branch: DTM calls its confirm URL on submit and its cancel URL on
     /// abort, each with the payload.
@@ -220,12 +230,31 @@ impl<C: Transport> GlobalCalls for Global<'_, C> {
 
 impl<C: Transport> Global<'_, C> {
     async fn call(&self, call: GlobalCall, rollback_reason: &str) -> Result<()> {
-        self.client
-            .global_call(GlobalRequest {
-                rollback_reason,
-                ..GlobalRequest::new(call, self.gid, self.trans_type, self.options)
-            })
-            .await
+        let request = GlobalRequest {
+            rollback_reason,
+            ..GlobalRequest::new(call, self.gid, self.trans_type, self.options)
+        };
+        call_global(self.client, request).await
+    }
+}
+
+/// Makes a global call through `client`. A `wait_result` submit that did not succeed, and
+/// may have reached DTM, is decided from the status DTM stored, for every transaction type and
+/// transport alike ([`crate::outcome::settle_wait_result_read`]).
+pub(crate) async fn call_global<C: Transport>(
+    client: &C,
+    request: GlobalRequest<'_>,
+) -> Result<()> {
+    match client.global_call(request).await {
+        Err(answer)
+            if request.call == GlobalCall::Submit
+                && request.options.wait_result
+                && client.may_have_reached_dtm(&answer) =>
+        {
+            let stored = client.stored(request.gid).await;
+            crate::outcome::settle_wait_result_read(request.gid, answer, stored)
+        }
+        other => other,
     }
 }
 

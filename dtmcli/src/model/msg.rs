@@ -157,9 +157,7 @@ impl<C: Transport> Msg<C> {
 
     async fn send(&self, call: GlobalCall) -> Result<()> {
         let custom_data = self.checked_custom_data()?;
-        self.client
-            .global_call(self.request(call, &custom_data))
-            .await
+        super::call_global(&self.client, self.request(call, &custom_data)).await
     }
 
     /// Stores the message as `prepared`, with `query_prepared` as the URL the server asks

@@ -181,19 +181,18 @@ impl<C: Transport> Saga<C> {
         } else {
             String::new()
         };
-        self.client
-            .global_call(GlobalRequest {
-                steps: &self.steps,
-                payloads: &self.payloads,
-                custom_data: &custom_data,
-                ..GlobalRequest::new(
-                    GlobalCall::Submit,
-                    &self.gid,
-                    TransType::Saga,
-                    &self.options,
-                )
-            })
-            .await
+        let request = GlobalRequest {
+            steps: &self.steps,
+            payloads: &self.payloads,
+            custom_data: &custom_data,
+            ..GlobalRequest::new(
+                GlobalCall::Submit,
+                &self.gid,
+                TransType::Saga,
+                &self.options,
+            )
+        };
+        super::call_global(&self.client, request).await
     }
 }
 
