@@ -118,9 +118,9 @@ async fn main() -> anyhow::Result<()> {
     //    barrier; DTM then delivers TransIn to bob. If this process died between the two,
     //    DTM would ask QueryPreparedB whether the local transaction committed.
     let gid = dtm.new_gid().await?;
-    let mut msg = dtm.msg(&gid).add(b.url("TransIn", ""), &req);
+    let msg = dtm.msg(&gid).add(b.url("TransIn", ""), &req);
     b.barrier()
-        .do_and_submit(&mut msg, b.url("QueryPreparedB", ""), async |conn| {
+        .do_and_submit(msg, b.url("QueryPreparedB", ""), async |conn| {
             if !Sqlite::adjust(conn, &req.from, -30, true).await? {
                 return Err(dtm_barrier::Error::failure("insufficient balance"));
             }

@@ -295,7 +295,7 @@ fn transfer_msg<DB: Ledger>(
 
 async fn do_and_submit<DB: Ledger>(
     bank: &'static Bank<DB>,
-    mut msg: dtmcli::Msg,
+    msg: dtmcli::Msg,
     req: TransferReq,
     outcome: Result<(), Error>,
 ) -> dtmcli::Result<()> {
@@ -303,7 +303,7 @@ async fn do_and_submit<DB: Ledger>(
     let query = bank.url("QueryPreparedB", "");
     bank.run(async move {
         barrier
-            .do_and_submit(&mut msg, query, async |conn| {
+            .do_and_submit(msg, query, async |conn| {
                 assert!(DB::adjust(conn, &req.from, -req.amount, true).await?);
                 Ok(outcome?)
             })
@@ -367,12 +367,12 @@ async fn msg_begin_commit_rollback_and_drop<DB: Ledger>(bank: &'static Bank<DB>)
         let gid = new_gid().await;
         let (from, to) = accounts(&gid);
         let req = TransferReq::new(30, from, to);
-        let mut msg = transfer_msg(bank, &client(), &gid, &req).timeout_to_fail(SEC);
+        let msg = transfer_msg(bank, &client(), &gid, &req).timeout_to_fail(SEC);
         let barrier = bank.barrier().clone();
         let query = bank.url("QueryPreparedB", "");
         let r = req.clone();
         bank.run(async move {
-            let mut tx = barrier.begin_msg(&mut msg, query).await.unwrap();
+            let mut tx = barrier.begin_msg(msg, query).await.unwrap();
             assert!(DB::adjust(&mut tx, &r.from, -r.amount, true).await.unwrap());
             match end {
                 End::Commit => tx.commit().await.unwrap(),

@@ -445,7 +445,8 @@ async fn grpc_submit_of_a_finished_saga_is_a_failure() {
         "{err}"
     );
     // With wait_result, the same answer is decided from the stored status: it succeeded.
-    saga.submit().await.unwrap();
+    let again = transfer(&dtm, &gid, &req).wait_result(true);
+    again.submit().await.unwrap();
     assert_balances(&req, -30, 30);
 }
 
@@ -660,10 +661,10 @@ async fn grpc_tcc_invalid_try_url_aborts_the_transaction() {
 // Msg
 
 /// Submits until the server's topic map (refreshed every second in tests) knows the topic.
-async fn submit_when_topic_is_known(msg: &Msg) {
+async fn submit_when_topic_is_known(msg: impl Fn() -> Msg) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        match msg.submit().await {
+        match msg().submit().await {
             Ok(()) => return,
             Err(e) if e.to_string().contains("topic not found") && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -692,11 +693,12 @@ async fn grpc_msg_topic_normal() {
         .unwrap_err();
     assert!(err.to_string().contains("this url exists"), "{err}");
 
-    let msg = dtm
-        .msg(&gid)
-        .add_topic(&topic, &req)
-        .retry_interval(std::time::Duration::from_secs(1));
-    submit_when_topic_is_known(&msg).await;
+    let msg = || {
+        dtm.msg(&gid)
+            .add_topic(&topic, &req)
+            .retry_interval(std::time::Duration::from_secs(1))
+    };
+    submit_when_topic_is_known(msg).await;
     let q = wait_status(&gid, GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [S, S]);
     let branch_ids: Vec<&str> = q.branches.iter().map(|b| b.branch_id.as_str()).collect();
@@ -770,7 +772,8 @@ async fn grpc_msg_abort_drops_a_prepared_message() {
     assert_eq!(status, Some(GlobalStatus::Failed));
     assert_eq!(branches, [P]);
     // Submitting a dropped message is a FAILURE from the server.
-    assert!(msg.submit().await.unwrap_err().is_failure());
+    let again = dtm.msg(&gid).add(busi().url("TransIn"), &req);
+    assert!(again.submit().await.unwrap_err().is_failure());
     assert!(busi().methods(&gid).is_empty());
 }
 

@@ -154,12 +154,12 @@ async fn do_and_submit<DB: GrpcBank>(query_first: bool) {
     // The local transaction runs where the bank's pool lives.
     let outcome = DB::bank()
         .run(async move {
-            let mut msg = dtm_grpc()
+            let msg = dtm_grpc()
                 .msg(&g)
                 .add(url::<DB>("TransIn"), &r)
                 .retry_interval(std::time::Duration::from_secs(1));
             barrier
-                .do_and_submit(&mut msg, query, async |conn| {
+                .do_and_submit(msg, query, async |conn| {
                     assert!(DB::adjust(conn, &account, -amount, true).await?);
                     Ok(())
                 })

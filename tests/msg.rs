@@ -32,10 +32,10 @@ async fn assert_balances(req: &TransferReq, out_delta: i64, in_delta: i64) {
 }
 
 /// Submits until the server's topic map (refreshed every second in tests) knows the topic.
-async fn submit_when_topic_is_known(msg: &Msg) {
+async fn submit_when_topic_is_known(msg: impl Fn() -> Msg) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        match msg.submit().await {
+        match msg().submit().await {
             Ok(()) => return,
             Err(e) if e.to_string().contains("topic not found") && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -64,8 +64,8 @@ async fn msg_topic_normal() {
         .unwrap_err();
     assert!(err.to_string().contains("this url exists"), "{err}");
 
-    let msg = dtm.msg(&gid).add_topic(&topic, &req).retry_interval(SEC);
-    submit_when_topic_is_known(&msg).await;
+    let msg = || dtm.msg(&gid).add_topic(&topic, &req).retry_interval(SEC);
+    submit_when_topic_is_known(msg).await;
     let q = wait_status(&gid, GlobalStatus::Succeed).await;
     let ids: Vec<&str> = q.branches.iter().map(|b| b.branch_id.as_str()).collect();
     assert_eq!(ids, ["01-01", "01-02"]);
@@ -143,14 +143,15 @@ async fn msg_prepared_fails_when_the_query_says_failure() {
 async fn msg_prepare_then_submit() {
     let (mut msg, req) = msg_in("").await;
     msg.prepare(bank().url("QueryPrepared", "")).await.unwrap();
+    let gid = msg.gid().to_owned();
     msg.submit().await.unwrap();
-    let q = wait_status(msg.gid(), GlobalStatus::Succeed).await;
+    let q = wait_status(&gid, GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [S]);
     assert_eq!(
         q.transaction.unwrap().query_prepared,
         bank().url("QueryPrepared", "")
     );
-    assert_eq!(bank().routes(msg.gid()), ["TransIn"], "no query needed");
+    assert_eq!(bank().routes(&gid), ["TransIn"], "no query needed");
     assert_balances(&req, 0, 30).await;
 }
 
@@ -158,12 +159,10 @@ async fn msg_prepare_then_submit() {
 async fn msg_abort_of_a_prepared_message() {
     let (mut msg, req) = msg_in("").await;
     msg.prepare(bank().url("QueryPrepared", "")).await.unwrap();
+    let gid = msg.gid().to_owned();
     msg.abort().await.unwrap();
-    assert_eq!(
-        status_of(msg.gid()).await,
-        (Some(GlobalStatus::Failed), vec![P])
-    );
-    assert!(bank().routes(msg.gid()).is_empty());
+    assert_eq!(status_of(&gid).await, (Some(GlobalStatus::Failed), vec![P]));
+    assert!(bank().routes(&gid).is_empty());
     assert_balances(&req, 0, 0).await;
 }
 
@@ -175,9 +174,12 @@ async fn msg_abnormal_prepare_twice_and_after_the_end() {
     msg.prepare(query.clone())
         .await
         .expect("prepare is idempotent while prepared");
+    let gid = msg.gid().to_owned();
     msg.submit().await.unwrap();
-    wait_status(msg.gid(), GlobalStatus::Succeed).await;
-    let err = msg.prepare(query).await.unwrap_err();
+    wait_status(&gid, GlobalStatus::Succeed).await;
+    // Submitting consumes a message; the same message is built again to prepare it again.
+    let mut again = client().msg(&gid).add(bank().url("TransIn", ""), &req);
+    let err = again.prepare(query).await.unwrap_err();
     assert!(err.is_failure(), "{err:?}");
     assert!(err.to_string().contains("cannot prepare"), "{err}");
     assert_balances(&req, 0, 30).await;
@@ -188,16 +190,14 @@ async fn msg_delay_holds_the_branches_back() {
     let (msg, req) = msg_in("").await;
     let msg = msg.delay(Duration::from_secs(2));
     let submitted = Instant::now();
+    let gid = msg.gid().to_owned();
     msg.submit().await.unwrap();
     assert_eq!(
-        status_of(msg.gid()).await,
+        status_of(&gid).await,
         (Some(GlobalStatus::Submitted), vec![P])
     );
-    assert!(
-        bank().routes(msg.gid()).is_empty(),
-        "no call before the delay"
-    );
-    let q = wait_status(msg.gid(), GlobalStatus::Succeed).await;
+    assert!(bank().routes(&gid).is_empty(), "no call before the delay");
+    let q = wait_status(&gid, GlobalStatus::Succeed).await;
     assert!(
         submitted.elapsed() >= Duration::from_millis(1900),
         "the delay of 2 s was honoured ({:?})",
@@ -224,6 +224,7 @@ async fn two_steps_first_failing_once(concurrent: bool) -> Vec<String> {
     if concurrent {
         msg = msg.concurrent();
     }
+    let gid = msg.gid().to_owned();
     msg.submit().await.unwrap();
     let q = wait_status(&gid, GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [S, S]);
@@ -254,10 +255,11 @@ async fn msg_sequential_stops_at_the_failing_step() {
 #[tokio::test]
 async fn msg_failure_of_a_step_is_retried_not_rolled_back() {
     let (msg, req) = msg_in("FAILURE,ERROR").await;
+    let gid = msg.gid().to_owned();
     msg.submit().await.unwrap();
-    let q = wait_status(msg.gid(), GlobalStatus::Succeed).await;
+    let q = wait_status(&gid, GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [S]);
-    assert_eq!(bank().routes(msg.gid()), ["TransIn", "TransIn", "TransIn"]);
+    assert_eq!(bank().routes(&gid), ["TransIn", "TransIn", "TransIn"]);
     assert_balances(&req, 0, 30).await;
 }
 

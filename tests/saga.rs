@@ -17,21 +17,25 @@ async fn transfer(out_result: &str, in_result: &str) -> (Saga, TransferReq) {
     let gid = new_gid().await;
     let (from, to) = accounts(&gid);
     let req = TransferReq::new(30, from, to);
+    (transfer_saga(&gid, &req, out_result, in_result), req)
+}
+
+/// The saga of [`transfer`] for `gid` and `req`.
+fn transfer_saga(gid: &str, req: &TransferReq, out_result: &str, in_result: &str) -> Saga {
     let b = bank();
-    let saga = client()
+    client()
         .saga(gid)
         .add(
             b.url("TransOut", out_result),
             b.url("TransOutCompensate", ""),
-            &req,
+            req,
         )
         .add(
             b.url("TransIn", in_result),
             b.url("TransInCompensate", ""),
-            &req,
+            req,
         )
-        .retry_interval(SEC);
-    (saga, req)
+        .retry_interval(SEC)
 }
 
 async fn assert_balances(req: &TransferReq, out_delta: i64, in_delta: i64) {
@@ -54,8 +58,9 @@ async fn wait_for_calls(gid: &str, route: &str, n: usize) {
 #[tokio::test]
 async fn saga_normal() {
     let (saga, req) = transfer("", "").await;
+    let gid = saga.gid().to_owned();
     saga.submit().await.unwrap();
-    let q = wait_status(saga.gid(), GlobalStatus::Succeed).await;
+    let q = wait_status(&gid, GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [P, S, P, S]);
     let ops: Vec<(&str, Op)> = q
         .branches
@@ -81,13 +86,14 @@ async fn saga_normal() {
 #[tokio::test]
 async fn saga_rollback_compensates_the_failed_step_too() {
     let (saga, req) = transfer("", "FAILURE").await;
+    let gid = saga.gid().to_owned();
     saga.submit().await.unwrap();
-    let q = wait_status(saga.gid(), GlobalStatus::Failed).await;
+    let q = wait_status(&gid, GlobalStatus::Failed).await;
     assert_eq!(q.branch_statuses(), [S, S, S, F]);
     let reason = q.transaction.unwrap().rollback_reason;
     assert!(reason.contains("TransIn scripted to fail"), "{reason}");
     assert_eq!(
-        bank().routes(saga.gid()),
+        bank().routes(&gid),
         [
             "TransOut",
             "TransIn",
@@ -101,12 +107,13 @@ async fn saga_rollback_compensates_the_failed_step_too() {
 #[tokio::test]
 async fn saga_ongoing_stays_submitted_then_succeeds() {
     let (saga, req) = transfer("ONGOING", "").await;
+    let gid = saga.gid().to_owned();
     saga.submit().await.unwrap();
-    wait_for_calls(saga.gid(), "TransOut", 1).await;
-    let (status, branches) = status_of(saga.gid()).await;
+    wait_for_calls(&gid, "TransOut", 1).await;
+    let (status, branches) = status_of(&gid).await;
     assert_eq!(status, Some(GlobalStatus::Submitted));
     assert_eq!(branches, [P, P, P, P]);
-    let q = wait_status(saga.gid(), GlobalStatus::Succeed).await;
+    let q = wait_status(&gid, GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [P, S, P, S]);
     assert_balances(&req, -30, 30).await;
 }
@@ -130,6 +137,7 @@ async fn saga_compensation_error_is_retried_by_the_cron() {
             &req,
         )
         .retry_interval(SEC);
+    let gid = saga.gid().to_owned();
     saga.submit().await.unwrap();
     wait_for_calls(&gid, "TransOutCompensate", 1).await;
     let (status, _) = status_of(&gid).await;
@@ -150,13 +158,17 @@ async fn saga_compensation_error_is_retried_by_the_cron() {
 #[tokio::test]
 async fn saga_resubmit_while_submitted_is_accepted_and_after_succeed_refused() {
     let (saga, req) = transfer("ONGOING", "").await;
+    let gid = saga.gid().to_owned();
     saga.submit().await.unwrap();
-    wait_for_calls(saga.gid(), "TransOut", 1).await;
-    saga.submit()
+    wait_for_calls(&gid, "TransOut", 1).await;
+    // Submitting consumes a saga; the same saga is built again to submit it again.
+    let again = || transfer_saga(&gid, &req, "ONGOING", "");
+    again()
+        .submit()
         .await
         .expect("a submitted saga may be submitted again");
-    wait_status(saga.gid(), GlobalStatus::Succeed).await;
-    let err = saga.submit().await.unwrap_err();
+    wait_status(&gid, GlobalStatus::Succeed).await;
+    let err = again().submit().await.unwrap_err();
     assert!(err.is_failure(), "{err:?}");
     assert!(
         err.to_string().contains("current status 'succeed'"),
@@ -177,6 +189,7 @@ async fn saga_empty_url_counts_as_success() {
         .add(b.url("TransOut", ""), b.url("TransOutCompensate", ""), &req)
         .add("", b.url("TransInCompensate", ""), &req)
         .retry_interval(SEC);
+    let gid = saga.gid().to_owned();
     saga.submit().await.unwrap();
     let q = wait_status(&gid, GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [P, S, P, S]);
@@ -188,8 +201,9 @@ async fn saga_empty_url_counts_as_success() {
 async fn saga_concurrent_normal() {
     let (saga, req) = transfer("", "").await;
     let saga = saga.concurrent();
+    let gid = saga.gid().to_owned();
     saga.submit().await.unwrap();
-    let q = wait_status(saga.gid(), GlobalStatus::Succeed).await;
+    let q = wait_status(&gid, GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [P, S, P, S]);
     assert_eq!(
         q.transaction.unwrap().custom_data,
@@ -214,6 +228,7 @@ async fn saga_concurrent_rollback_with_compensation_ongoing_once() {
         .add(b.url("TransIn", ""), b.url("TransInCompensate", ""), &req)
         .concurrent()
         .retry_interval(SEC);
+    let gid = saga.gid().to_owned();
     saga.submit().await.unwrap();
     let q = wait_status(&gid, GlobalStatus::Failed).await;
     // Step 1 failed; its compensation answered ONGOING once and was retried.
@@ -232,14 +247,12 @@ async fn saga_concurrent_rollback_with_compensation_ongoing_once() {
 async fn saga_concurrent_rollback_order_first_step_fails() {
     let (saga, req) = transfer("FAILURE", "").await;
     let saga = saga.concurrent().add_branch_order(1, [0]);
+    let gid = saga.gid().to_owned();
     saga.submit().await.unwrap();
-    let q = wait_status(saga.gid(), GlobalStatus::Failed).await;
+    let q = wait_status(&gid, GlobalStatus::Failed).await;
     // Step 2 waited for step 1, so it never ran and is not compensated.
     assert_eq!(q.branch_statuses(), [S, F, P, P]);
-    assert_eq!(
-        bank().routes(saga.gid()),
-        ["TransOut", "TransOutCompensate"]
-    );
+    assert_eq!(bank().routes(&gid), ["TransOut", "TransOutCompensate"]);
     assert_balances(&req, 0, 0).await;
 }
 
@@ -247,12 +260,13 @@ async fn saga_concurrent_rollback_order_first_step_fails() {
 async fn saga_concurrent_rollback_order_second_step_fails() {
     let (saga, req) = transfer("", "FAILURE").await;
     let saga = saga.concurrent().add_branch_order(1, [0]);
+    let gid = saga.gid().to_owned();
     saga.submit().await.unwrap();
-    let q = wait_status(saga.gid(), GlobalStatus::Failed).await;
+    let q = wait_status(&gid, GlobalStatus::Failed).await;
     assert_eq!(q.branch_statuses(), [S, S, S, F]);
     // Compensation runs in reverse order: step 2 before step 1.
     assert_eq!(
-        bank().routes(saga.gid()),
+        bank().routes(&gid),
         [
             "TransOut",
             "TransIn",
@@ -267,11 +281,12 @@ async fn saga_concurrent_rollback_order_second_step_fails() {
 async fn saga_retry_limit_not_reached_succeeds() {
     let (saga, req) = transfer("", "ERROR,ERROR,ERROR").await;
     let saga = saga.retry_limit(3);
+    let gid = saga.gid().to_owned();
     saga.submit().await.unwrap();
-    let q = wait_status(saga.gid(), GlobalStatus::Succeed).await;
+    let q = wait_status(&gid, GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [P, S, P, S]);
     let tries = bank()
-        .routes(saga.gid())
+        .routes(&gid)
         .iter()
         .filter(|r| *r == "TransIn")
         .count();
@@ -283,9 +298,10 @@ async fn saga_retry_limit_not_reached_succeeds() {
 async fn saga_retry_limit_exceeded_rolls_back() {
     let (saga, req) = transfer("", "ERROR,ERROR,ERROR").await;
     let saga = saga.retry_limit(1).wait_result(true);
+    let gid = saga.gid().to_owned();
     let err = saga.submit().await.unwrap_err();
     assert!(err.is_failure(), "{err:?}");
-    let q = wait_status(saga.gid(), GlobalStatus::Failed).await;
+    let q = wait_status(&gid, GlobalStatus::Failed).await;
     assert_eq!(q.branch_statuses(), [S, S, S, P]);
     assert_eq!(
         q.transaction.unwrap().rollback_reason,
@@ -299,8 +315,9 @@ async fn saga_timeout_to_fail_rolls_back_an_unfinished_saga() {
     let ongoing = vec!["ONGOING"; 100].join(",");
     let (saga, req) = transfer(&ongoing, "").await;
     let saga = saga.timeout_to_fail(Duration::from_secs(2));
+    let gid = saga.gid().to_owned();
     saga.submit().await.unwrap();
-    let q = wait_status(saga.gid(), GlobalStatus::Failed).await;
+    let q = wait_status(&gid, GlobalStatus::Failed).await;
     // The action that may have run is compensated; step 2 never started.
     assert_eq!(q.branch_statuses(), [S, P, P, P]);
     assert_eq!(
@@ -314,8 +331,9 @@ async fn saga_timeout_to_fail_rolls_back_an_unfinished_saga() {
 async fn saga_wait_result_normal() {
     let (saga, req) = transfer("", "").await;
     let saga = saga.wait_result(true);
+    let gid = saga.gid().to_owned();
     saga.submit().await.unwrap();
-    let (status, branches) = status_of(saga.gid()).await;
+    let (status, branches) = status_of(&gid).await;
     assert_eq!(
         status,
         Some(GlobalStatus::Succeed),
@@ -329,13 +347,14 @@ async fn saga_wait_result_normal() {
 async fn saga_wait_result_rollback_reports_the_reason() {
     let (saga, req) = transfer("", "FAILURE").await;
     let saga = saga.wait_result(true);
+    let gid = saga.gid().to_owned();
     let err = saga.submit().await.unwrap_err();
     assert!(err.is_failure(), "{err:?}");
     assert!(
         err.to_string().contains("TransIn scripted to fail"),
         "{err}"
     );
-    let (status, branches) = status_of(saga.gid()).await;
+    let (status, branches) = status_of(&gid).await;
     assert_eq!(status, Some(GlobalStatus::Failed));
     assert_eq!(branches, [S, S, S, F]);
     assert_balances(&req, 0, 0).await;
@@ -345,13 +364,14 @@ async fn saga_wait_result_rollback_reports_the_reason() {
 async fn saga_wait_result_ongoing_is_an_error_then_the_cron_finishes() {
     let (saga, req) = transfer("ONGOING", "").await;
     let saga = saga.wait_result(true);
+    let gid = saga.gid().to_owned();
     let err = saga.submit().await.unwrap_err();
     // DTM answers FAILURE; the stored status says the saga is still running.
     // The step DTM retries first, then the one waiting behind it.
     support::assert_unfinished_on(&err, &["/TransOut?", "/TransIn"]);
-    assert!(err.to_string().contains(saga.gid()), "{err}");
-    assert_eq!(status_of(saga.gid()).await.0, Some(GlobalStatus::Submitted));
-    let q = wait_status(saga.gid(), GlobalStatus::Succeed).await;
+    assert!(err.to_string().contains(&gid), "{err}");
+    assert_eq!(status_of(&gid).await.0, Some(GlobalStatus::Submitted));
+    let q = wait_status(&gid, GlobalStatus::Succeed).await;
     assert_eq!(q.branch_statuses(), [P, S, P, S]);
     assert_balances(&req, -30, 30).await;
 }
@@ -360,9 +380,10 @@ async fn saga_wait_result_ongoing_is_an_error_then_the_cron_finishes() {
 async fn saga_branch_headers_reach_every_call_including_cron_retries() {
     let (saga, req) = transfer("", "ERROR").await;
     let saga = saga.branch_header("test_header", "test");
+    let gid = saga.gid().to_owned();
     saga.submit().await.unwrap();
-    wait_status(saga.gid(), GlobalStatus::Succeed).await;
-    let calls = bank().calls(saga.gid());
+    wait_status(&gid, GlobalStatus::Succeed).await;
+    let calls = bank().calls(&gid);
     assert_eq!(
         calls.iter().map(|c| c.route.as_str()).collect::<Vec<_>>(),
         ["TransOut", "TransIn", "TransIn"],
@@ -384,8 +405,9 @@ async fn saga_request_timeout_is_stored_and_used() {
     let saga = saga
         .request_timeout(Duration::from_secs(6))
         .wait_result(true);
+    let gid = saga.gid().to_owned();
     saga.submit().await.unwrap();
-    let q = client().query(saga.gid()).await.unwrap();
+    let q = client().query(&gid).await.unwrap();
     let t = q.transaction.unwrap();
     assert_eq!(t.status, GlobalStatus::Succeed);
     let options: serde_json::Value = serde_json::from_str(&t.options).unwrap();

@@ -24,9 +24,9 @@ impl<DB: BarrierDatabase> Barrier<DB> {
     /// # async fn demo(dtm: dtmcli::DtmClient, barrier: dtm_barrier::Barrier<sqlx::Sqlite>) -> Result<(), dtm_barrier::Error> {
     /// let busi = "http://localhost:8081/api/busi";
     /// let amount = 30;
-    /// let mut msg = dtm.msg(dtm.new_gid().await?)
+    /// let msg = dtm.msg(dtm.new_gid().await?)
     ///     .add(format!("{busi}/TransIn"), &serde_json::json!({"amount": amount}));
-    /// barrier.do_and_submit(&mut msg, format!("{busi}/QueryPrepared"), async |conn| {
+    /// barrier.do_and_submit(msg, format!("{busi}/QueryPrepared"), async |conn| {
     ///     sqlx::query("update account set balance = balance - ? where id = 1")
     ///         .bind(amount) // borrowed from the caller
     ///         .execute(&mut *conn)
@@ -37,7 +37,7 @@ impl<DB: BarrierDatabase> Barrier<DB> {
     /// ```
     pub async fn do_and_submit<M, T>(
         &self,
-        msg: &mut M,
+        msg: M,
         query_prepared: impl Into<String>,
         business: impl AsyncFnOnce(&mut DB::Connection) -> Result<T, Error>,
     ) -> Result<T, Error>
@@ -72,9 +72,9 @@ impl<DB: BarrierDatabase> Barrier<DB> {
     /// ```no_run
     /// # async fn demo(dtm: dtmcli::DtmClient, barrier: dtm_barrier::Barrier<sqlx::Sqlite>) -> Result<(), dtm_barrier::Error> {
     /// let busi = "http://localhost:8081/api/busi";
-    /// let mut msg = dtm.msg(dtm.new_gid().await?)
+    /// let msg = dtm.msg(dtm.new_gid().await?)
     ///     .add(format!("{busi}/TransIn"), &serde_json::json!({"amount": 30}));
-    /// let mut tx = barrier.begin_msg(&mut msg, format!("{busi}/QueryPrepared")).await?;
+    /// let mut tx = barrier.begin_msg(msg, format!("{busi}/QueryPrepared")).await?;
     /// let done = sqlx::query("update account set balance = balance - 30 where id = 1 and balance >= 30")
     ///     .execute(&mut *tx)
     ///     .await?;
@@ -85,11 +85,11 @@ impl<DB: BarrierDatabase> Barrier<DB> {
     /// }
     /// # Ok(()) }
     /// ```
-    pub async fn begin_msg<'m, M>(
+    pub async fn begin_msg<M>(
         &self,
-        msg: &'m mut M,
+        mut msg: M,
         query_prepared: impl Into<String>,
-    ) -> Result<MsgTx<'m, DB, M>, Error>
+    ) -> Result<MsgTx<DB, M>, Error>
     where
         M: TwoPhaseMsg,
     {
@@ -107,18 +107,18 @@ impl<DB: BarrierDatabase> Barrier<DB> {
 /// The local transaction of a prepared two-phase message, from [`Barrier::begin_msg`]; it
 /// derefs to the transaction's connection.
 #[must_use = "dropping it rolls the local work back, and DTM then drops the message"]
-pub struct MsgTx<'m, DB: BarrierDatabase, M> {
+pub struct MsgTx<DB: BarrierDatabase, M> {
     tx: sqlx::Transaction<'static, DB>,
-    msg: &'m mut M,
+    msg: M,
 }
 
-impl<DB: BarrierDatabase, M> std::fmt::Debug for MsgTx<'_, DB, M> {
+impl<DB: BarrierDatabase, M> std::fmt::Debug for MsgTx<DB, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MsgTx").finish_non_exhaustive()
     }
 }
 
-impl<DB: BarrierDatabase, M> std::ops::Deref for MsgTx<'_, DB, M> {
+impl<DB: BarrierDatabase, M> std::ops::Deref for MsgTx<DB, M> {
     type Target = DB::Connection;
 
     fn deref(&self) -> &DB::Connection {
@@ -126,20 +126,20 @@ impl<DB: BarrierDatabase, M> std::ops::Deref for MsgTx<'_, DB, M> {
     }
 }
 
-impl<DB: BarrierDatabase, M> std::ops::DerefMut for MsgTx<'_, DB, M> {
+impl<DB: BarrierDatabase, M> std::ops::DerefMut for MsgTx<DB, M> {
     fn deref_mut(&mut self) -> &mut DB::Connection {
         &mut self.tx
     }
 }
 
-impl<DB: BarrierDatabase, M: TwoPhaseMsg> MsgTx<'_, DB, M> {
+impl<DB: BarrierDatabase, M: TwoPhaseMsg> MsgTx<DB, M> {
     /// Commits the local transaction, then submits the message. If the commit's outcome is
     /// unknown (its error), the message's query URL decides, as in
     /// [`Barrier::do_and_submit`].
     pub async fn commit(self) -> Result<(), Error> {
         let MsgTx { tx, msg } = self;
         match tx.commit().await {
-            Ok(()) => Ok(dtmcli::finish_msg(&*msg, Ok(())).await?),
+            Ok(()) => Ok(dtmcli::finish_msg(msg, Ok(())).await?),
             Err(e) => Err(finish_failed(msg, e.into()).await),
         }
     }
@@ -169,7 +169,7 @@ fn msg_branch_info(gid: &str) -> BranchInfo {
 
 /// Settles a message whose local work failed with `error` (by the query, unless it is a
 /// FAILURE) and returns the error.
-async fn finish_failed<M: TwoPhaseMsg>(msg: &M, error: Error) -> Error {
+async fn finish_failed<M: TwoPhaseMsg>(msg: M, error: Error) -> Error {
     let outcome: Result<(), dtmcli::Error> = Err(error.into());
     // `finish_msg` returns the outcome's error when there is one.
     dtmcli::finish_msg(msg, outcome)

@@ -117,8 +117,12 @@ pub trait XaDatabase: BarrierDatabase + sealed::Sealed {
 
     /// The server's id of the session of `conn`, when the database needs to know when a
     /// closed session is gone (MySQL, see [`XaDatabase::session_alive`]).
+    ///
+    /// The default, for databases that detach a transaction when preparing it: none.
     #[doc(hidden)]
-    fn session_id(conn: &mut Self::Connection) -> BoxFuture<'_, Result<Option<u64>, sqlx::Error>>;
+    fn session_id(_conn: &mut Self::Connection) -> BoxFuture<'_, Result<Option<u64>, sqlx::Error>> {
+        Box::pin(async { Ok(None) })
+    }
 
     /// Whether the session `id` still exists on the server.
     ///
@@ -129,18 +133,25 @@ pub trait XaDatabase: BarrierDatabase + sealed::Sealed {
     /// left the process list.
     #[doc(hidden)]
     fn session_alive(
-        conn: &mut Self::Connection,
-        id: u64,
-    ) -> BoxFuture<'_, Result<bool, sqlx::Error>>;
+        _conn: &mut Self::Connection,
+        _id: u64,
+    ) -> BoxFuture<'_, Result<bool, sqlx::Error>> {
+        Box::pin(async { Ok(false) })
+    }
 
     /// Whether `xid` is still a prepared transaction although phase 2 was told it does not
     /// exist. MySQL answers `XAER_NOTA` to `xa commit` from another session until the session
     /// that prepared the transaction has disconnected, while `xa recover` already lists it.
+    ///
+    /// The default, for databases that detach a transaction when preparing it: "does not
+    /// exist" is final.
     #[doc(hidden)]
     fn is_prepared<'c>(
-        conn: &'c mut Self::Connection,
-        xid: &'c Xid,
-    ) -> BoxFuture<'c, Result<bool, sqlx::Error>>;
+        _conn: &'c mut Self::Connection,
+        _xid: &'c Xid,
+    ) -> BoxFuture<'c, Result<bool, sqlx::Error>> {
+        Box::pin(async { Ok(false) })
+    }
 }
 
 #[cfg(feature = "mysql")]
@@ -224,26 +235,8 @@ impl XaDatabase for sqlx::Postgres {
         }
     }
 
-    fn session_id(_conn: &mut Self::Connection) -> BoxFuture<'_, Result<Option<u64>, sqlx::Error>> {
-        // `prepare transaction` detaches the transaction before it returns.
-        Box::pin(async { Ok(None) })
-    }
-
-    fn session_alive(
-        _conn: &mut Self::Connection,
-        _id: u64,
-    ) -> BoxFuture<'_, Result<bool, sqlx::Error>> {
-        Box::pin(async { Ok(false) })
-    }
-
-    fn is_prepared<'c>(
-        _conn: &'c mut Self::Connection,
-        _xid: &'c Xid,
-    ) -> BoxFuture<'c, Result<bool, sqlx::Error>> {
-        // `prepare transaction` detaches the transaction from its session before it returns:
-        // "does not exist" is final.
-        Box::pin(async { Ok(false) })
-    }
+    // `prepare transaction` detaches the transaction from its session before it returns,
+    // so the session defaults hold.
 }
 
 /// A connection that holds (or may hold) an XA transaction: unless released explicitly, it is

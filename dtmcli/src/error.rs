@@ -1,7 +1,5 @@
 //! The error type shared by the client and the branch side.
 
-use std::sync::Arc;
-
 /// A `Result` whose error defaults to [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -114,7 +112,7 @@ pub enum Error {
         /// Which payload (for example `saga step 2`).
         what: String,
         /// The serializer's error.
-        cause: Arc<serde_json::Error>,
+        cause: serde_json::Error,
     },
 
     /// A response could not be decoded.
@@ -205,18 +203,7 @@ impl Error {
     pub fn payload(what: impl Into<String>, source: serde_json::Error) -> Self {
         Error::Payload {
             what: what.into(),
-            cause: Arc::new(source),
-        }
-    }
-
-    /// A copy of a builder's deferred payload error (those are returned on every submit).
-    pub(crate) fn clone_payload(&self) -> Self {
-        match self {
-            Error::Payload { what, cause } => Error::Payload {
-                what: what.clone(),
-                cause: Arc::clone(cause),
-            },
-            other => Error::InvalidArgument(other.to_string()),
+            cause: source,
         }
     }
 }

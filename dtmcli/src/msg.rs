@@ -32,10 +32,28 @@ mod tests {
         assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
     }
 
+    #[tokio::test]
+    async fn an_unencodable_payload_is_reported_once_and_the_message_is_never_sent() {
+        let dtm = DtmClient::new("http://127.0.0.1:9/api").unwrap();
+        let bad = std::collections::BTreeMap::from([(vec![1u8], 1)]); // not JSON
+        let mut msg = dtm.msg("g").add("http://h/a", &1).add("http://h/b", &bad);
+        let err = msg.prepare("http://h/q").await.unwrap_err();
+        assert!(matches!(err, Error::Payload { .. }), "{err:?}");
+        assert!(err.to_string().contains("msg step 1"), "{err}");
+        // Still refused, before any call (nothing listens on port 9).
+        let err = msg.prepare("http://h/q").await.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        let err = msg.submit().await.unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument(m) if m.contains("msg step 1") && m.contains("earlier call")),
+            "{err:?}"
+        );
+    }
+
     #[test]
     fn body_has_delay_and_topic_steps() {
         let dtm = DtmClient::new("http://127.0.0.1:9/api").unwrap();
-        let msg = dtm
+        let mut msg = dtm
             .msg("g")
             .add_topic("t", &serde_json::json!({"a": 1}))
             .delay(Duration::from_millis(1500))

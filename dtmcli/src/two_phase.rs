@@ -6,15 +6,15 @@ use crate::{Error, Result};
 
 /// A two-phase message that [`do_and_submit`] can drive: the HTTP [`Msg`](crate::Msg) and the
 /// gRPC `dtmgrpc::Msg` implement it, and so does any wrapper that forwards to them.
-pub trait TwoPhaseMsg: Send {
+pub trait TwoPhaseMsg: Send + Sized {
     /// The global transaction id.
     fn msg_gid(&self) -> &str;
     /// Stores the message as `prepared` with this query URL.
     fn prepare_msg(&mut self, query_prepared: String) -> impl Future<Output = Result<()>> + Send;
     /// Submits the message.
-    fn submit_msg(&self) -> impl Future<Output = Result<()>> + Send;
+    fn submit_msg(self) -> impl Future<Output = Result<()>> + Send;
     /// Drops the prepared message.
-    fn abort_msg(&self) -> impl Future<Output = Result<()>> + Send;
+    fn abort_msg(self) -> impl Future<Output = Result<()>> + Send;
     /// Calls the query URL as the server would (branch `00`, op `msg`); SUCCESS means the local
     /// work committed.
     fn query_local_work(&self) -> impl Future<Output = Result<()>> + Send;
@@ -43,9 +43,9 @@ pub fn query_url(url: String) -> Result<String> {
 ///   another answer → leave the message prepared for the server to query.
 ///
 /// Returns `busi`'s error if it failed, else the error of the query or the submit, if any.
-pub async fn do_and_submit<M, T, Fut>(msg: &mut M, query_prepared: String, busi: Fut) -> Result<T>
+pub async fn do_and_submit<M, T, Fut>(mut msg: M, query_prepared: String, busi: Fut) -> Result<T>
 where
-    M: TwoPhaseMsg + ?Sized,
+    M: TwoPhaseMsg,
     Fut: Future<Output = Result<T>>,
 {
     msg.prepare_msg(query_prepared).await?;
@@ -61,9 +61,9 @@ where
 /// For callers that run the local work themselves between `prepare` and this call (the
 /// barrier's `begin_msg` does). Returns the outcome's error if it failed, else the error of
 /// the query or the submit, if any.
-pub async fn finish_msg<M, T>(msg: &M, outcome: Result<T>) -> Result<T>
+pub async fn finish_msg<M, T>(msg: M, outcome: Result<T>) -> Result<T>
 where
-    M: TwoPhaseMsg + ?Sized,
+    M: TwoPhaseMsg,
 {
     let mut later: Option<Error> = None;
     if let Err(e) = &outcome {
@@ -92,7 +92,7 @@ fn tracing_debug(gid: &str, e: &Error) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     use super::*;
 
@@ -101,7 +101,7 @@ mod tests {
     /// `tests/` run it against the real server.)
     #[derive(Default)]
     struct Recording {
-        calls: Mutex<Vec<&'static str>>,
+        calls: Arc<Mutex<Vec<&'static str>>>,
         query: Option<fn() -> Result<()>>,
     }
 
@@ -119,11 +119,11 @@ mod tests {
             self.log("prepare");
             Ok(())
         }
-        async fn submit_msg(&self) -> Result<()> {
+        async fn submit_msg(self) -> Result<()> {
             self.log("submit");
             Ok(())
         }
-        async fn abort_msg(&self) -> Result<()> {
+        async fn abort_msg(self) -> Result<()> {
             self.log("abort");
             Ok(())
         }
@@ -137,12 +137,14 @@ mod tests {
         busi: Result<u8>,
         query: Option<fn() -> Result<()>>,
     ) -> (Result<u8>, Vec<&'static str>) {
-        let mut msg = Recording {
+        let msg = Recording {
             query,
             ..Recording::default()
         };
-        let out = do_and_submit(&mut msg, "q".into(), async { busi }).await;
-        (out, msg.calls.into_inner().unwrap())
+        let calls = Arc::clone(&msg.calls);
+        let out = do_and_submit(msg, "q".into(), async { busi }).await;
+        let calls = calls.lock().unwrap().clone();
+        (out, calls)
     }
 
     #[tokio::test]

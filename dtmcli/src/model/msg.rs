@@ -23,7 +23,7 @@ use crate::{BranchInfo, Error, Op, Result, TransOptions, TransType, TwoPhaseMsg}
 ///     .add(format!("{busi}/TransIn"), &serde_json::json!({"amount": 30}));
 /// msg.prepare(format!("{busi}/QueryPrepared")).await?;
 /// // ... commit the local transaction ...
-/// msg.submit().await?;
+/// msg.submit().await?; // consumes the message
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
@@ -36,7 +36,8 @@ pub struct Msg<C> {
     query_prepared: String,
     delay: u64,
     options: TransOptions,
-    /// The first payload that could not be encoded, reported by every call.
+    /// The first payload that could not be encoded: reported by the first call, and every
+    /// later call refuses to send the message.
     error: Option<Error>,
 }
 
@@ -123,10 +124,16 @@ impl<C: Transport> Msg<C> {
     crate::__option_setters!();
 
     /// Checks the message before anything is sent; returns its custom data (the delay).
-    pub(crate) fn checked_custom_data(&self) -> Result<String> {
+    pub(crate) fn checked_custom_data(&mut self) -> Result<String> {
         self.client.check_trans(&self.gid, &self.options)?;
-        if let Some(e) = &self.error {
-            return Err(e.clone_payload());
+        if let Some(e) = self.error.take() {
+            // Reported once with its cause; later calls still refuse the message.
+            let later = match &e {
+                Error::InvalidArgument(text) => text.clone(),
+                _ => format!("{e} (reported by an earlier call)"),
+            };
+            self.error = Some(Error::InvalidArgument(later));
+            return Err(e);
         }
         for url in self.steps.iter().flat_map(|s| s.values()) {
             if !url.starts_with("topic://") {
@@ -155,7 +162,7 @@ impl<C: Transport> Msg<C> {
         }
     }
 
-    async fn send(&self, call: GlobalCall) -> Result<()> {
+    async fn send(&mut self, call: GlobalCall) -> Result<()> {
         let custom_data = self.checked_custom_data()?;
         super::call_global(&self.client, self.request(call, &custom_data)).await
     }
@@ -174,14 +181,14 @@ impl<C: Transport> Msg<C> {
         self.send(GlobalCall::Prepare).await
     }
 
-    /// Submits the message: the server calls every step until it succeeds. With
+    /// Submits the message, consuming it: the server calls every step until it succeeds. With
     /// `wait_result`, see [`Saga::submit`](super::Saga::submit) for what the result says.
-    pub async fn submit(&self) -> Result<()> {
+    pub async fn submit(mut self) -> Result<()> {
         self.send(GlobalCall::Submit).await
     }
 
-    /// Drops a prepared message: it ends as `failed` and no step is called.
-    pub async fn abort(&self) -> Result<()> {
+    /// Drops a prepared message, consuming it: it ends as `failed` and no step is called.
+    pub async fn abort(mut self) -> Result<()> {
         self.send(GlobalCall::Abort).await
     }
 
@@ -190,7 +197,7 @@ impl<C: Transport> Msg<C> {
     /// database, `dtm_barrier`'s `Barrier::do_and_submit` guards the local work with the
     /// barrier so that the query can tell whether it committed.
     pub async fn do_and_submit<T, Fut>(
-        &mut self,
+        self,
         query_prepared: impl Into<String>,
         busi: Fut,
     ) -> Result<T>
@@ -210,11 +217,11 @@ impl<C: Transport> TwoPhaseMsg for Msg<C> {
         self.prepare(query_prepared).await
     }
 
-    async fn submit_msg(&self) -> Result<()> {
+    async fn submit_msg(self) -> Result<()> {
         self.submit().await
     }
 
-    async fn abort_msg(&self) -> Result<()> {
+    async fn abort_msg(self) -> Result<()> {
         self.abort().await
     }
 

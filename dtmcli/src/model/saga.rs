@@ -23,7 +23,7 @@ use crate::{Error, Result, TransOptions, TransType};
 ///     .add(format!("{busi}/TransOut"), format!("{busi}/TransOutCompensate"), &req)
 ///     .add(format!("{busi}/TransIn"), format!("{busi}/TransInCompensate"), &req)
 ///     .retry_interval(std::time::Duration::from_secs(5));
-/// saga.submit().await?;
+/// saga.submit().await?; // consumes the saga
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
@@ -156,14 +156,16 @@ impl<C: Transport> Saga<C> {
     ///
     /// Over gRPC, `wait_result` needs the client's HTTP API (`DtmGrpcClientBuilder::http_api`).
     ///
-    /// Submitting again while the saga is still `submitted` makes the server run its steps
-    /// again (they must be idempotent); after it ended the server answers FAILURE (with
-    /// `wait_result`: how it ended). Unusable gids, headers, URLs and payloads are reported
-    /// before any call.
-    pub async fn submit(&self) -> Result<()> {
+    /// Submitting consumes the saga, as sending does a request. After a lost answer, read where
+    /// the saga stands with the client's `outcome(gid)` (a `wait_result` submit already does);
+    /// a saga built again with the same gid and steps may be submitted again: while it is
+    /// still `submitted` the server runs its steps again (they must be idempotent), after it
+    /// ended it answers FAILURE (with `wait_result`: how it ended). Unusable gids, headers,
+    /// URLs and payloads are reported before any call.
+    pub async fn submit(self) -> Result<()> {
         self.client.check_trans(&self.gid, &self.options)?;
-        if let Some(e) = &self.error {
-            return Err(e.clone_payload());
+        if let Some(e) = self.error {
+            return Err(e);
         }
         // `options.concurrent` (set through `options()`) means the same as `concurrent()`: the
         // server reads saga concurrency from the custom data only.
