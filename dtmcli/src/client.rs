@@ -289,6 +289,26 @@ impl DtmClient {
         answer::expect_success(&url, status, &text)
     }
 
+    /// A POST whose 200 body is decoded, judged by status alone like [`DtmClient::get`]
+    /// (`prepareWorkflow` answers stored data, which may contain any word).
+    pub(crate) async fn post_reply<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let url = self.url(path);
+        let body = serde_json::to_vec(body).map_err(|e| Error::payload(path, e))?;
+        let req = self
+            .request(Method::POST, &url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        let (status, text) = send(&url, req).await?;
+        if status != 200 {
+            answer::expect_success(&url, status, &text)?;
+        }
+        serde_json::from_str(&text).map_err(|cause| Error::Decode { url, cause })
+    }
+
     async fn get_ok(&self, method: Method, path: &str, query: &[(&str, &str)]) -> Result<()> {
         let url = with_query(&self.url(path), query.iter().copied())?;
         let (status, text) = send(&url, self.request(method, url.as_str())).await?;
@@ -395,7 +415,7 @@ pub(crate) fn with_query<'a>(
     Ok(parsed.into())
 }
 
-fn strip_query(url: &str) -> String {
+pub(crate) fn strip_query(url: &str) -> String {
     url.split('?').next().unwrap_or(url).to_owned()
 }
 

@@ -66,6 +66,8 @@ mod tcc;
 #[cfg(feature = "http")]
 mod trans;
 #[cfg(feature = "http")]
+mod workflow;
+#[cfg(feature = "http")]
 mod xa;
 
 pub use branch::{
@@ -92,5 +94,7 @@ pub use msg::Msg;
 pub use saga::Saga;
 #[cfg(feature = "http")]
 pub use tcc::{Tcc, TccBuilder};
+#[cfg(feature = "http")]
+pub use workflow::{Workflow, Workflows};
 #[cfg(feature = "http")]
 pub use xa::{register_xa_branch, Xa, XaBuilder};

@@ -1,10 +1,19 @@
 //! The transaction body sent to `prepare`, `submit` and `abort`.
 
-use serde::Serialize;
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
 
 use crate::client::BranchResponse;
-use crate::model::{BranchCall, Encode, GlobalRequest, Step, TccRegistration, Transport};
-use crate::{DtmClient, Error, Protocol, Result, TransOptions, TransQuery, TransType};
+use crate::model::{
+    BranchCall, Encode, GlobalRequest, RecordedStep, Step, TccRegistration, Transport,
+    WorkflowProgress, WorkflowStep,
+};
+use crate::{
+    BranchStatus, DtmClient, Error, GlobalStatus, Protocol, Result, TransOptions, TransQuery,
+    TransType,
+};
 
 /// The JSON body of `prepare` / `submit` / `abort` ([`trans_class.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/dtmsvr/trans_class.go)).
 #[derive(Debug, Serialize)]
@@ -21,6 +30,8 @@ pub(crate) struct TransBody<'a> {
     pub(crate) query_prepared: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
     pub(crate) rollback_reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) req_extra: Option<BTreeMap<&'static str, &'a str>>,
     pub(crate) protocol: Protocol,
     #[serde(flatten)]
     pub(crate) options: &'a TransOptions,
@@ -35,6 +46,13 @@ impl<'a> TransBody<'a> {
             custom_data: request.custom_data,
             query_prepared: request.query_prepared,
             rollback_reason: request.rollback_reason,
+            req_extra: (!request.req_extra.is_empty()).then(|| {
+                request
+                    .req_extra
+                    .iter()
+                    .map(|(k, v)| (*k, v.as_str()))
+                    .collect()
+            }),
             ..TransBody::bare(request.gid, request.trans_type, request.options)
         }
     }
@@ -49,6 +67,7 @@ impl<'a> TransBody<'a> {
             custom_data: "",
             query_prepared: "",
             rollback_reason: "",
+            req_extra: None,
             protocol: Protocol::Http,
             options,
         }
@@ -64,6 +83,75 @@ struct RegisterTccBranch<'a> {
     data: &'a str,
     confirm: &'a str,
     cancel: &'a str,
+}
+
+/// The body of `registerBranch` for a workflow step ([`api.go`](https://github.com/dtm-labs/dtm/blob/v1.19.0/dtmsvr/api.go)):
+/// `sync` makes DTM write it at once.
+#[derive(Serialize)]
+struct RegisterWorkflowStep<'a> {
+    gid: &'a str,
+    trans_type: TransType,
+    branch_id: &'a str,
+    op: &'a str,
+    status: &'a str,
+    data: &'a str,
+    sync: &'a str,
+}
+
+/// The answer of `prepareWorkflow`: the stored transaction and its branch rows.
+#[derive(Deserialize)]
+struct PrepareWorkflowReply {
+    transaction: StoredWorkflow,
+    #[serde(default)]
+    progresses: Option<Vec<StoredStep>>,
+}
+
+#[derive(Deserialize)]
+struct StoredWorkflow {
+    status: GlobalStatus,
+    #[serde(default)]
+    rollback_reason: String,
+    #[serde(default)]
+    result: String,
+}
+
+#[derive(Deserialize)]
+struct StoredStep {
+    branch_id: String,
+    #[serde(default)]
+    op: String,
+    status: BranchStatus,
+    /// Base64, as Go encodes a byte slice.
+    #[serde(default)]
+    bin_data: String,
+}
+
+fn base64_field(what: &str, text: &str) -> Result<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| Error::InvalidArgument(format!("DTM answered {what} that is not base64: {e}")))
+}
+
+impl PrepareWorkflowReply {
+    fn into_progress(self) -> Result<WorkflowProgress> {
+        let steps = self
+            .progresses
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| {
+                let data = base64_field("branch data", &s.bin_data)?;
+                Ok(RecordedStep::new(s.branch_id, s.op, s.status, data))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let t = self.transaction;
+        let result = base64_field("a workflow result", &t.result)?;
+        Ok(WorkflowProgress::new(
+            t.status,
+            t.rollback_reason,
+            Some(result),
+            steps,
+        ))
+    }
 }
 
 impl crate::model::sealed::Client for DtmClient {}
@@ -134,6 +222,36 @@ impl Transport for DtmClient {
                 data,
                 confirm: branch.confirm,
                 cancel: branch.cancel,
+            },
+        )
+        .await
+    }
+
+    async fn prepare_workflow(&self, request: GlobalRequest<'_>) -> Result<WorkflowProgress> {
+        let reply: PrepareWorkflowReply = self
+            .post_reply("prepareWorkflow", &TransBody::of(&request, &[]))
+            .await?;
+        reply.into_progress()
+    }
+
+    async fn register_workflow_step(&self, step: WorkflowStep<'_>) -> Result<()> {
+        // DTM's HTTP API stores the data as text.
+        let data = std::str::from_utf8(step.data).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "the result of workflow branch {} is not text, which DTM's HTTP API cannot                  record ({e}); use the gRPC client for binary results",
+                step.branch_id
+            ))
+        })?;
+        self.post(
+            "registerBranch",
+            &RegisterWorkflowStep {
+                gid: step.gid,
+                trans_type: TransType::Workflow,
+                branch_id: step.branch_id,
+                op: step.op.as_str(),
+                status: step.status.as_str(),
+                data,
+                sync: "1",
             },
         )
         .await

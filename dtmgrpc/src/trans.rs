@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use crate::url::{check_branch_url, is_http};
 use crate::{proto, BranchResponse, DtmGrpcClient, GrpcUrl};
 use bytes::Bytes;
-use dtmcli::model::{BranchCall, Encode, GlobalCall, GlobalRequest, TccRegistration, Transport};
+use dtmcli::model::{
+    BranchCall, Encode, GlobalCall, GlobalRequest, RecordedStep, TccRegistration, Transport,
+    WorkflowProgress, WorkflowStep,
+};
 use dtmcli::{Error, Result, TransOptions, TransType};
 
 /// The options as the gRPC server takes them. `concurrent` has no field there.
@@ -59,6 +62,11 @@ pub(crate) fn dtm_request(request: &GlobalRequest<'_>) -> Result<proto::DtmReque
         customed_data: request.custom_data.to_owned(),
         query_prepared: request.query_prepared.to_owned(),
         rollback_reason: request.rollback_reason.to_owned(),
+        req_extra: request
+            .req_extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
         ..bare_request(request.gid, request.trans_type, request.options)
     })
 }
@@ -162,6 +170,54 @@ impl Transport for DtmGrpcClient {
                 ("cancel".to_owned(), branch.cancel.to_owned()),
             ]),
             busi_payload: branch.payload.to_vec(),
+        };
+        self.call("RegisterBranch", |mut c| async move {
+            c.register_branch(register).await
+        })
+        .await
+    }
+
+    async fn prepare_workflow(&self, request: GlobalRequest<'_>) -> Result<WorkflowProgress> {
+        let req = dtm_request(&request)?;
+        let reply = self
+            .call("PrepareWorkflow", |mut c| async move {
+                c.prepare_workflow(req).await
+            })
+            .await?;
+        let transaction = reply.transaction.unwrap_or_default();
+        let steps = reply
+            .progresses
+            .into_iter()
+            .map(|p| {
+                Ok(RecordedStep::new(
+                    p.branch_id,
+                    p.op,
+                    p.status.parse()?,
+                    p.bin_data,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // DTM's gRPC answer never holds the result of a finished workflow.
+        Ok(WorkflowProgress::new(
+            transaction.status.parse()?,
+            transaction.rollback_reason,
+            None,
+            steps,
+        ))
+    }
+
+    async fn register_workflow_step(&self, step: WorkflowStep<'_>) -> Result<()> {
+        let register = proto::DtmBranchRequest {
+            gid: step.gid.to_owned(),
+            trans_type: TransType::Workflow.as_str().to_owned(),
+            branch_id: step.branch_id.to_owned(),
+            op: String::new(),
+            data: HashMap::from([
+                ("status".to_owned(), step.status.as_str().to_owned()),
+                ("op".to_owned(), step.op.as_str().to_owned()),
+                ("sync".to_owned(), "1".to_owned()),
+            ]),
+            busi_payload: step.data.to_vec(),
         };
         self.call("RegisterBranch", |mut c| async move {
             c.register_branch(register).await

@@ -15,9 +15,13 @@ use std::sync::Arc;
 
 mod msg;
 mod saga;
+mod workflow;
 
 pub use msg::Msg;
 pub use saga::Saga;
+pub use workflow::{
+    RecordedStep, Workflow, WorkflowOptions, WorkflowProgress, WorkflowStep, Workflows,
+};
 
 use crate::global::{run_global, GlobalCalls, OpenTrans};
 use crate::{BranchIdGen, BranchInfo, Error, Op, Result, TransOptions, TransQuery, TransType};
@@ -65,8 +69,10 @@ pub struct GlobalRequest<'a> {
     pub payloads: &'a [Vec<u8>],
     /// Type-specific data: a saga's concurrency and branch orders, a message's delay (JSON).
     pub custom_data: &'a str,
-    /// A message's query URL.
+    /// A message's query URL; a workflow's resume URL.
     pub query_prepared: &'a str,
+    /// A workflow submit's outcome: `status`, `rollback_reason` and `result` (base64).
+    pub req_extra: &'a [(&'static str, String)],
 }
 
 impl<'a> GlobalRequest<'a> {
@@ -87,6 +93,7 @@ impl<'a> GlobalRequest<'a> {
             payloads: &[],
             custom_data: "",
             query_prepared: "",
+            req_extra: &[],
         }
     }
 }
@@ -182,6 +189,22 @@ pub trait Transport: sealed::Client + Clone + fmt::Debug + Send + Sync + 'static
     /// Asks a prepared message's query URL, as DTM would, whether the local work committed
     /// (branch `00`, op `msg`, no payload); success means it did.
     fn query_prepared(&self, call: BranchCall<'_>) -> impl Future<Output = Result<()>> + Send;
+
+    /// Stores a workflow as `prepared` (`prepareWorkflow`; the name and input are in the
+    /// request's custom data, the resume URL in `query_prepared`), or reads the stored one:
+    /// its status and recorded branch results.
+    fn prepare_workflow(
+        &self,
+        request: GlobalRequest<'_>,
+    ) -> impl Future<Output = Result<WorkflowProgress>> + Send;
+
+    /// Records a workflow branch's outcome, synchronously: `sync` is sent, because DTM
+    /// v1.19.0's asynchronous branch writer does not save anything on its default boltdb
+    /// store.
+    fn register_workflow_step(
+        &self,
+        step: WorkflowStep<'_>,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Calls a branch the way DTM would, with `payload`; anything but success is an error.
     fn call_branch(
