@@ -537,3 +537,50 @@ async fn workflow_same_branch_op_recorded_twice_is_an_error() {
     assert!(matches!(err, Error::Status { status: 500, .. }), "{err:?}");
     assert_eq!(rows(&gid).await, [row("01", "action", S)]);
 }
+
+/// Progress survives on a DTM with v1.19.0's defaults (boltdb, `UpdateBranchSync: 0`), whose
+/// asynchronous branch writer saves nothing on boltdb: the SDK records with `sync`. The
+/// second execute (what DTM's resume call does) replays the recorded local step instead of
+/// running it again.
+#[tokio::test]
+async fn workflow_progress_survives_on_dtm_defaults() {
+    let dtm = support::Dtm::start_with_update_branch_async();
+    let client = dtmcli::DtmClient::new(&dtm.api).unwrap();
+    // Nothing listens at the callback, and DTM waits a minute before calling it: the test
+    // resumes by executing again.
+    let w = Workflows::new(client.clone(), "http://127.0.0.1:9/resume");
+    w.register_with(
+        "counted",
+        WorkflowOptions::new().retry_interval(std::time::Duration::from_secs(60)),
+        |wf: Workflow, p: Plan| async move {
+            let gid = wf.gid().to_owned();
+            wf.new_branch()?;
+            wf.local(async |_| Ok(count(&gid, "local"))).await?;
+            wf.new_branch()?;
+            send(&wf, "TransIn", &p.into, &p.req).await?;
+            Ok(())
+        },
+    )
+    .unwrap();
+    let gid = client.new_gid().await.unwrap();
+    let (from, to) = accounts(&gid);
+    let p = Plan {
+        req: TransferReq::new(30, from, to),
+        out: String::new(),
+        into: "ERROR".into(),
+    };
+    w.execute::<_, ()>("counted", &gid, &p).await.unwrap_err();
+    let q = client.query(&gid).await.unwrap();
+    assert_eq!(q.transaction.unwrap().status, GlobalStatus::Prepared);
+    assert_eq!(
+        q.branches.len(),
+        1,
+        "branch 01's action is stored: {:?}",
+        q.branches
+    );
+    let () = w.execute("counted", &gid, &p).await.unwrap();
+    assert_eq!(counted(&gid, "local"), 1, "replayed, not run again");
+    let q = client.query(&gid).await.unwrap();
+    assert_eq!(q.transaction.unwrap().status, GlobalStatus::Succeed);
+    assert_balances(&p, 0, 30).await;
+}

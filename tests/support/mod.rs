@@ -87,6 +87,16 @@ fn ping(port: u16) -> bool {
 impl Dtm {
     /// Starts a DTM server with a fresh boltdb store on free ports and waits until it answers.
     pub fn start() -> Dtm {
+        Dtm::start_with("UpdateBranchSync: 1\n")
+    }
+
+    /// Starts a DTM server that keeps v1.19.0's default `UpdateBranchSync: 0`, under which
+    /// branch records without `sync` go to a writer that saves nothing on boltdb.
+    pub fn start_with_update_branch_async() -> Dtm {
+        Dtm::start_with("")
+    }
+
+    fn start_with(branch_sync: &str) -> Dtm {
         let bin = dtm_binary();
         assert!(
             bin.exists(),
@@ -100,7 +110,7 @@ impl Dtm {
         // retry_interval / timeout_to_fail shorten the rest.
         let config = format!(
             "Store:\n  Driver: boltdb\nHttpPort: {http_port}\nGrpcPort: {grpc_port}\n\
-             UpdateBranchSync: 1\nTransCronInterval: 1\nConfigUpdateInterval: 1\n\
+             {branch_sync}TransCronInterval: 1\nConfigUpdateInterval: 1\n\
              RetryInterval: 10\nTimeoutToFail: 10\nRequestTimeout: 3\nLogLevel: info\n"
         );
         std::fs::write(dir.join("conf.yml"), config).expect("write the DTM config");

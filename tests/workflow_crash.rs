@@ -1,0 +1,168 @@
+//! A workflow whose process is killed (SIGKILL) after its first branch was recorded is
+//! finished by DTM through a fresh process: the first branch's business runs exactly once.
+//!
+//! This binary is its own child process (no test harness): run without arguments it is the
+//! test, which starts the real DTM and the business service, then runs itself as
+//! - the *worker*: registers the workflows, serves the resume endpoint, executes the workflow
+//!   and hangs before its second branch (killed there);
+//! - the *server*: a fresh process that only registers the workflows and serves the resume
+//!   endpoint on the same address, as a restarted service would.
+
+mod support;
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use dtmcli::{BranchStatus, DtmClient, GlobalStatus, Op, Workflow, Workflows};
+use serde::{Deserialize, Serialize};
+use support::busi::TransferReq;
+
+const ROLE: &str = "WORKFLOW_CRASH_ROLE";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Setup {
+    dtm: String,
+    bank: String,
+    resume_port: u16,
+    gid: String,
+    req: TransferReq,
+}
+
+fn register(w: &Workflows, bank: &str, hang: bool) {
+    let bank = bank.to_owned();
+    w.register("crash_transfer", move |wf: Workflow, req: TransferReq| {
+        let bank = bank.clone();
+        async move {
+            let http = reqwest::Client::new();
+            wf.new_branch()?;
+            wf.send(http.post(format!("{bank}/TransOut")).json(&req))
+                .await?;
+            if hang {
+                // Killed here, after branch 01 was recorded.
+                eprintln!("worker: branch 01 recorded, hanging");
+                std::future::pending::<()>().await;
+            }
+            wf.new_branch()?;
+            wf.send(http.post(format!("{bank}/TransIn")).json(&req))
+                .await?;
+            Ok(())
+        }
+    })
+    .expect("register");
+}
+
+/// The worker and server roles: the resume endpoint, and for the worker the execution.
+async fn child(role: &str, setup: Setup) {
+    let client = DtmClient::new(&setup.dtm).expect("DTM URL");
+    let addr = format!("127.0.0.1:{}", setup.resume_port);
+    let w = Workflows::new(client, format!("http://{addr}/workflow/resume"));
+    register(&w, &setup.bank, role == "worker");
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .expect("bind the resume endpoint");
+    let app = axum::Router::new().route("/workflow/resume", w.resume_route());
+    let serve = tokio::spawn(async move { axum::serve(listener, app).await });
+    if role == "worker" {
+        let out: dtmcli::Result<()> = w.execute("crash_transfer", &setup.gid, &setup.req).await;
+        panic!("the worker should have been killed, but its workflow ended: {out:?}");
+    }
+    serve.await.expect("serve").expect("serve");
+}
+
+fn spawn(role: &str, setup: &Setup) -> Child {
+    Command::new(std::env::current_exe().expect("this binary"))
+        .env(ROLE, role)
+        .env(
+            "WORKFLOW_CRASH_SETUP",
+            serde_json::to_string(setup).unwrap(),
+        )
+        .spawn()
+        .expect("spawn a child process")
+}
+
+/// Waits until `check` holds, up to 30 s.
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn crash_and_resume() {
+    let dtm = support::client();
+    let bank = support::bank();
+    let gid = support::new_gid().await;
+    let (from, to) = support::accounts(&gid);
+    let setup = Setup {
+        dtm: support::dtm().api.clone(),
+        bank: bank.base_url().to_owned(),
+        resume_port: support::free_port(),
+        gid: gid.clone(),
+        req: TransferReq::new(30, from, to),
+    };
+
+    let mut worker = spawn("worker", &setup);
+    until("branch 01 to be recorded", async || {
+        let q = dtm.query(&gid).await.unwrap();
+        q.branches
+            .iter()
+            .any(|b| b.branch_id == "01" && b.op == Op::Action && b.status == BranchStatus::Succeed)
+    })
+    .await;
+    worker.kill().expect("SIGKILL the worker");
+    let status = worker.wait().expect("reap the worker");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "{status}"
+    );
+    let q = dtm.query(&gid).await.unwrap();
+    assert_eq!(q.transaction.unwrap().status, GlobalStatus::Prepared);
+    assert_eq!(bank.routes(&gid), ["TransOut"]);
+    support::assert_balances(bank, (&setup.req.from, -30), (&setup.req.to, 0)).await;
+    eprintln!("worker killed after branch 01; starting a fresh process");
+
+    let mut server = spawn("server", &setup);
+    // DTM's cron calls the resume endpoint (wait_status nudges it).
+    let q = support::wait_status(&gid, GlobalStatus::Succeed).await;
+    server.kill().expect("stop the server");
+    let _ = server.wait();
+    let mut rows: Vec<(String, Op, BranchStatus)> = q
+        .branches
+        .iter()
+        .map(|b| (b.branch_id.clone(), b.op, b.status))
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        rows,
+        [
+            ("01".to_owned(), Op::Action, BranchStatus::Succeed),
+            ("02".to_owned(), Op::Action, BranchStatus::Succeed)
+        ]
+    );
+    assert_eq!(
+        bank.routes(&gid),
+        ["TransOut", "TransIn"],
+        "branch 01's business ran exactly once"
+    );
+    support::assert_balances(bank, (&setup.req.from, -30), (&setup.req.to, 30)).await;
+    println!("workflow_crash: SIGKILL after branch 01, resumed by a fresh process: ok");
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match std::env::var(ROLE) {
+        Ok(role) => {
+            let setup: Setup = serde_json::from_str(
+                &std::env::var("WORKFLOW_CRASH_SETUP").expect("the setup of a child"),
+            )
+            .expect("setup JSON");
+            rt.block_on(child(&role, setup));
+        }
+        Err(_) => rt.block_on(crash_and_resume()),
+    }
+}
