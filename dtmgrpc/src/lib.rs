@@ -66,6 +66,7 @@ mod msg;
 mod saga;
 mod tcc;
 mod url;
+pub mod workflow;
 mod xa;
 
 /// The DTM server's gRPC API (`proto/dtmgimp.proto`, package `dtmgimp`): messages and the
@@ -82,6 +83,9 @@ pub use msg::Msg;
 pub use saga::Saga;
 pub use tcc::{BranchResponse, Tcc, TccBuilder};
 pub use url::GrpcUrl;
+pub use workflow::{workflow_callback, Workflow, WorkflowGrpc, Workflows, WORKFLOW_EXECUTE};
+#[cfg(feature = "server")]
+pub use workflow::{workflow_server, WorkflowService};
 pub use xa::{Xa, XaBuilder};
 
 pub use dtmcli::{
