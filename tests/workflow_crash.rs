@@ -1,5 +1,7 @@
 //! A workflow whose process is killed (SIGKILL) after its first branch was recorded is
 //! finished by DTM through a fresh process: the first branch's business runs exactly once.
+//! Over HTTP (axum resume route, HTTP branches) and over gRPC (`workflow.Workflow/Execute`,
+//! gRPC branches).
 //!
 //! This binary is its own child process (no test harness): run without arguments it is the
 //! test, which starts the real DTM and the business service, then runs itself as
@@ -8,12 +10,15 @@
 //! - the *server*: a fresh process that only registers the workflows and serves the resume
 //!   endpoint on the same address, as a restarted service would.
 
+mod grpc_support;
 mod support;
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use dtmcli::{BranchStatus, DtmClient, GlobalStatus, Op, Workflow, Workflows};
+use dtmgrpc::{tonic, tonic_prost};
+use grpc_support::busi::BusiReq;
 use serde::{Deserialize, Serialize};
 use support::busi::TransferReq;
 
@@ -21,8 +26,12 @@ const ROLE: &str = "WORKFLOW_CRASH_ROLE";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Setup {
+    /// `http` or `grpc`.
+    transport: String,
     dtm: String,
+    dtm_grpc: String,
     bank: String,
+    busi_grpc: String,
     resume_port: u16,
     gid: String,
     req: TransferReq,
@@ -51,8 +60,83 @@ fn register(w: &Workflows, bank: &str, hang: bool) {
     .expect("register");
 }
 
+/// The gRPC twin of [`register`]: the branches are gRPC calls to the business service.
+fn register_grpc(w: &dtmgrpc::Workflows, busi: &str, hang: bool) {
+    use dtmgrpc::WorkflowGrpc as _;
+    let busi = busi.to_owned();
+    w.register(
+        "crash_transfer",
+        move |wf: dtmgrpc::Workflow, req: TransferReq| {
+            let busi = busi.clone();
+            async move {
+                let req = BusiReq::new(req.amount, req.from, req.to);
+                wf.new_branch()?;
+                wf.grpc(req.clone(), |r| call_busi(&busi, "TransOut", r))
+                    .await?;
+                if hang {
+                    eprintln!("worker: branch 01 recorded, hanging");
+                    std::future::pending::<()>().await;
+                }
+                wf.new_branch()?;
+                wf.grpc(req, |r| call_busi(&busi, "TransIn", r)).await?;
+                Ok(())
+            }
+        },
+    )
+    .expect("register");
+}
+
+async fn call_busi(
+    addr: &str,
+    method: &str,
+    request: tonic::Request<BusiReq>,
+) -> Result<tonic::Response<()>, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("busi address")
+        .connect_lazy();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = format!("/busi.Busi/{method}").parse().unwrap();
+    grpc.unary(
+        request,
+        path,
+        tonic_prost::ProstCodec::<BusiReq, ()>::default(),
+    )
+    .await
+}
+
+/// The gRPC twin of [`child`].
+async fn grpc_child(role: &str, setup: Setup) {
+    let client = dtmgrpc::DtmGrpcClient::builder(&setup.dtm_grpc)
+        .build()
+        .expect("DTM address");
+    let addr = format!("127.0.0.1:{}", setup.resume_port);
+    let w = dtmgrpc::Workflows::new(client, dtmgrpc::workflow_callback(&addr));
+    register_grpc(&w, &setup.busi_grpc, role == "worker");
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .expect("bind the resume service");
+    let service = dtmgrpc::workflow_server(w.clone());
+    let serve = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await
+    });
+    if role == "worker" {
+        let out: dtmcli::Result<()> = w.execute("crash_transfer", &setup.gid, &setup.req).await;
+        panic!("the worker should have been killed, but its workflow ended: {out:?}");
+    }
+    serve.await.expect("serve").expect("serve");
+}
+
 /// The worker and server roles: the resume endpoint, and for the worker the execution.
 async fn child(role: &str, setup: Setup) {
+    if setup.transport == "grpc" {
+        return grpc_child(role, setup).await;
+    }
     let client = DtmClient::new(&setup.dtm).expect("DTM URL");
     let addr = format!("127.0.0.1:{}", setup.resume_port);
     let w = Workflows::new(client, format!("http://{addr}/workflow/resume"));
@@ -89,14 +173,39 @@ async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
-async fn crash_and_resume() {
+/// The business calls `gid` received, from the HTTP bank or the gRPC service.
+fn routes(transport: &str, gid: &str) -> Vec<String> {
+    if transport == "grpc" {
+        grpc_support::busi().methods(gid)
+    } else {
+        support::bank().routes(gid)
+    }
+}
+
+async fn assert_balances(transport: &str, req: &TransferReq, out: i64, into: i64) {
+    if transport == "grpc" {
+        let busi = grpc_support::busi();
+        let initial = grpc_support::busi::INITIAL_BALANCE;
+        assert_eq!(
+            (busi.balance(&req.from), busi.balance(&req.to)),
+            (initial + out, initial + into)
+        );
+    } else {
+        support::assert_balances(support::bank(), (&req.from, out), (&req.to, into)).await;
+    }
+}
+
+async fn crash_and_resume(transport: &str) {
     let dtm = support::client();
     let bank = support::bank();
     let gid = support::new_gid().await;
     let (from, to) = support::accounts(&gid);
     let setup = Setup {
+        transport: transport.to_owned(),
         dtm: support::dtm().api.clone(),
+        dtm_grpc: grpc_support::grpc_addr(),
         bank: bank.base_url().to_owned(),
+        busi_grpc: grpc_support::busi().addr().to_owned(),
         resume_port: support::free_port(),
         gid: gid.clone(),
         req: TransferReq::new(30, from, to),
@@ -119,8 +228,8 @@ async fn crash_and_resume() {
     );
     let q = dtm.query(&gid).await.unwrap();
     assert_eq!(q.transaction.unwrap().status, GlobalStatus::Prepared);
-    assert_eq!(bank.routes(&gid), ["TransOut"]);
-    support::assert_balances(bank, (&setup.req.from, -30), (&setup.req.to, 0)).await;
+    assert_eq!(routes(transport, &gid), ["TransOut"]);
+    assert_balances(transport, &setup.req, -30, 0).await;
     eprintln!("worker killed after branch 01; starting a fresh process");
 
     let mut server = spawn("server", &setup);
@@ -142,12 +251,15 @@ async fn crash_and_resume() {
         ]
     );
     assert_eq!(
-        bank.routes(&gid),
+        routes(transport, &gid),
         ["TransOut", "TransIn"],
         "branch 01's business ran exactly once"
     );
-    support::assert_balances(bank, (&setup.req.from, -30), (&setup.req.to, 30)).await;
-    println!("workflow_crash: SIGKILL after branch 01, resumed by a fresh process: ok");
+    assert_balances(transport, &setup.req, -30, 30).await;
+    println!(
+        "workflow_crash ({transport}): SIGKILL after branch 01 was recorded, finished through a \
+         fresh process; branch 01's business ran once: ok"
+    );
 }
 
 fn main() {
@@ -163,6 +275,9 @@ fn main() {
             .expect("setup JSON");
             rt.block_on(child(&role, setup));
         }
-        Err(_) => rt.block_on(crash_and_resume()),
+        Err(_) => rt.block_on(async {
+            crash_and_resume("http").await;
+            crash_and_resume("grpc").await;
+        }),
     }
 }
