@@ -35,6 +35,8 @@ mod error;
 mod layer;
 mod msg;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
+mod workflow;
+#[cfg(any(feature = "mysql", feature = "postgres"))]
 mod xa;
 
 pub use call::{Barrier, BranchBarrier, Decision};

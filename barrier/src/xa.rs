@@ -358,6 +358,25 @@ impl<DB: XaDatabase> Barrier<DB> {
             return Err(Error::Dtm(dtmcli::Error::MissingField("phase2_url")).into());
         }
         let xid = Xid::new(&info.gid, &info.branch_id)?;
+        self.run_local_xa(xid, info, business, async || {
+            dtm.register_xa_branch(info).await
+        })
+        .await
+    }
+
+    /// Phase 1 of a local XA transaction `xid`: start, the barrier row `(<info's trans type>,
+    /// gid, branch_id, action, 01)`, `business`, `register` (DTM learns about the branch), end
+    /// and prepare; rolled back on any error. Shared by XA branches and workflow XA steps.
+    pub(crate) async fn run_local_xa<T, E>(
+        &self,
+        xid: Xid,
+        info: &BranchInfo,
+        business: impl AsyncFnOnce(&mut DB::Connection) -> Result<T, E>,
+        register: impl AsyncFnOnce() -> Result<(), dtmcli::Error>,
+    ) -> Result<T, E>
+    where
+        E: From<Error>,
+    {
         let insert_sql = self.insert_sql();
 
         let mut conn = XaConn {
@@ -374,7 +393,7 @@ impl<DB: XaDatabase> Barrier<DB> {
                 conn.get(),
                 insert_sql,
                 Row {
-                    trans_type: TransType::Xa.as_str(),
+                    trans_type: info.trans_type.as_str(),
                     gid: &info.gid,
                     branch_id: &info.branch_id,
                     op: Op::Action.as_str(),
@@ -391,9 +410,7 @@ impl<DB: XaDatabase> Barrier<DB> {
                 .into());
             }
             let value = business(conn.get()).await?;
-            dtm.register_xa_branch(info)
-                .await
-                .map_err(Error::Dtm)?;
+            register().await.map_err(Error::Dtm)?;
             ended = true;
             run_step::<DB>(conn.get(), XaStep::End, &xid)
                 .await
@@ -485,7 +502,18 @@ impl<DB: XaDatabase> Barrier<DB> {
                 )))
             }
         };
-        let xid = Xid::new(&info.gid, &info.branch_id)?;
+        self.finish_xa(&info.gid, &info.branch_id, step).await
+    }
+
+    /// Phase 2 of the local XA transaction of branch `branch_id`: `step` is
+    /// [`XaStep::Commit`] or [`XaStep::Rollback`]. Shared by XA branches and workflow XA steps.
+    pub(crate) async fn finish_xa(
+        &self,
+        gid: &str,
+        branch_id: &str,
+        step: XaStep,
+    ) -> Result<(), Error> {
+        let xid = Xid::new(gid, branch_id)?;
         let insert_sql = self.insert_sql();
         let mut conn = self.pool().acquire().await?;
         let deadline = tokio::time::Instant::now() + DETACH_WAIT;
@@ -520,8 +548,8 @@ impl<DB: XaDatabase> Barrier<DB> {
                 insert_sql,
                 Row {
                     trans_type: TransType::Xa.as_str(),
-                    gid: &info.gid,
-                    branch_id: &info.branch_id,
+                    gid,
+                    branch_id,
                     op: Op::Action.as_str(),
                     barrier_id: XA_BARRIER_ID,
                     reason: REASON_ROLLBACK,

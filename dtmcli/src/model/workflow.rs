@@ -771,6 +771,23 @@ impl<C: Transport> Workflow<C> {
         outcome
     }
 
+    /// Whether the current branch has a recorded result for `op` (for integrations that
+    /// record more than the action, such as the barrier's local XA step, which records
+    /// `business`).
+    pub fn is_recorded(&self, op: Op) -> bool {
+        let state = lock(&self.inner.state);
+        let key = (state.branch.clone(), op.as_str().to_owned());
+        state.recorded.contains_key(&key)
+    }
+
+    /// Records a success of `op` on the current branch, with `data` (for integrations such
+    /// as the barrier's local XA step; the action and the phase-2 callbacks are recorded by
+    /// the workflow itself).
+    pub async fn record_success(&self, op: Op, data: &[u8]) -> Result<()> {
+        let branch = self.branch_info().branch_id;
+        self.record(&branch, op, &Ok(data.to_vec())).await
+    }
+
     /// Records a definite outcome (success or FAILURE); others are not recorded.
     async fn record(&self, branch_id: &str, op: Op, outcome: &Result<Vec<u8>>) -> Result<()> {
         let (status, data) = match outcome {
