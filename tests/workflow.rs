@@ -178,6 +178,34 @@ fn register_all(w: &Workflows) {
     })
     .unwrap();
 
+    // A 500 is taken as a FAILURE: once by mapping errors, once by judging HTTP answers.
+    let saga = |wf: Workflow, p: Plan| async move {
+        wf.new_branch()?
+            .on_rollback(callback("TransOutCompensate", &p.req))?;
+        send(&wf, "TransOut", &p.out, &p.req).await?;
+        wf.new_branch()?;
+        send(&wf, "TransIn", &p.into, &p.req).await?;
+        Ok(())
+    };
+    w.register_with(
+        "map_error",
+        WorkflowOptions::new().map_error(|e| match e {
+            Error::Status { status: 500, .. } => Error::failure("a 500 is final here"),
+            other => other,
+        }),
+        saga,
+    )
+    .unwrap();
+    w.register_with(
+        "http_answer",
+        WorkflowOptions::new().http_answer(|status, _body| match status {
+            200 => Ok(()),
+            _ => Err(Error::failure(format!("status {status} is final here"))),
+        }),
+        saga,
+    )
+    .unwrap();
+
     // compensate_error_branch: the failed branch's own compensation runs too.
     w.register_with(
         "saga_compensate_error",
@@ -583,4 +611,41 @@ async fn workflow_progress_survives_on_dtm_defaults() {
     let q = client.query(&gid).await.unwrap();
     assert_eq!(q.transaction.unwrap().status, GlobalStatus::Succeed);
     assert_balances(&p, 0, 30).await;
+}
+
+/// The answer mapping options: a 500 taken as FAILURE rolls the workflow back at once.
+#[tokio::test]
+async fn workflow_custom_answer_mapping() {
+    for (name, reason) in [
+        ("map_error", "a 500 is final here"),
+        ("http_answer", "status 500 is final here"),
+    ] {
+        let (gid, p) = plan("", "ERROR").await;
+        let err = workflows()
+            .execute::<_, ()>(name, &gid, &p)
+            .await
+            .unwrap_err();
+        assert!(err.is_failure(), "{name}: {err:?}");
+        assert_eq!(err.to_string(), format!("FAILURE: {reason}"));
+        let q = client().query(&gid).await.unwrap();
+        assert_eq!(q.transaction.unwrap().status, GlobalStatus::Failed);
+        assert_eq!(
+            calls(&gid),
+            [
+                call("TransOut", Op::Action, true),
+                call("TransIn", Op::Action, false),
+                call("TransOutCompensate", Op::Rollback, true),
+            ],
+            "{name}"
+        );
+        assert_eq!(
+            rows(&gid).await,
+            [
+                row("01", "action", S),
+                row("01", "rollback", S),
+                row("02", "action", BranchStatus::Failed)
+            ]
+        );
+        assert_balances(&p, 0, 0).await;
+    }
 }

@@ -145,11 +145,27 @@ impl<'a> WorkflowStep<'a> {
 ///     .compensate_error_branch(true);
 /// # let _ = options;
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 #[must_use]
 pub struct WorkflowOptions {
     options: TransOptions,
     compensate_error_branch: bool,
+    http_answer: Option<HttpAnswer>,
+    map_error: Option<MapError>,
+}
+
+type HttpAnswer = Arc<dyn Fn(u16, &[u8]) -> Result<()> + Send + Sync>;
+type MapError = Arc<dyn Fn(Error) -> Error + Send + Sync>;
+
+impl fmt::Debug for WorkflowOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkflowOptions")
+            .field("options", &self.options)
+            .field("compensate_error_branch", &self.compensate_error_branch)
+            .field("http_answer", &self.http_answer.is_some())
+            .field("map_error", &self.map_error.is_some())
+            .finish()
+    }
 }
 
 impl WorkflowOptions {
@@ -183,6 +199,52 @@ impl WorkflowOptions {
     /// (doubled after each failed call). Rounded up to whole seconds.
     pub fn retry_interval(mut self, interval: std::time::Duration) -> Self {
         self.options.retry_interval = crate::whole_seconds(interval);
+        self
+    }
+
+    /// Decides what the answer of a recorded HTTP call ([`Workflow::send`]) means, instead of
+    /// the status-code rule (200 success, 409 FAILURE, 425 ONGOING, else an error): `Ok(())`
+    /// is a success (the body is the result), [`Error::Failure`] a FAILURE (recorded, the
+    /// workflow rolls back), any other error is not recorded and the workflow is resumed
+    /// later.
+    ///
+    /// ```
+    /// use dtmcli::{model::WorkflowOptions, Error};
+    /// // A service that answers 200 with {"dtm_result":"FAILURE"} for a business failure.
+    /// let options = WorkflowOptions::new().http_answer(|status, body| {
+    ///     let text = String::from_utf8_lossy(body);
+    ///     match status {
+    ///         200 if text.contains("FAILURE") => Err(Error::failure(text)),
+    ///         200 => Ok(()),
+    ///         _ => Err(Error::other(format!("status {status}: {text}"))),
+    ///     }
+    /// });
+    /// # let _ = options;
+    /// ```
+    pub fn http_answer(
+        mut self,
+        decide: impl Fn(u16, &[u8]) -> Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.http_answer = Some(Arc::new(decide));
+        self
+    }
+
+    /// Maps the error of every recorded action (local, HTTP or gRPC) before it is judged:
+    /// return [`Error::Failure`] for errors that mean the business refused for good (it is
+    /// recorded and the workflow rolls back); anything else leaves the workflow to be
+    /// resumed.
+    ///
+    /// ```
+    /// use dtmcli::{model::WorkflowOptions, Error};
+    /// // A 400 from a branch will not get better on retry.
+    /// let options = WorkflowOptions::new().map_error(|e| match e {
+    ///     Error::Status { status: 400, body, .. } => Error::failure(body),
+    ///     other => other,
+    /// });
+    /// # let _ = options;
+    /// ```
+    pub fn map_error(mut self, map: impl Fn(Error) -> Error + Send + Sync + 'static) -> Self {
+        self.map_error = Some(Arc::new(map));
         self
     }
 
@@ -515,6 +577,8 @@ struct Shared<C> {
     gid: String,
     name: String,
     compensate_error_branch: bool,
+    http_answer: Option<HttpAnswer>,
+    map_error: Option<MapError>,
     state: Mutex<State<C>>,
 }
 
@@ -563,6 +627,8 @@ impl<C: Transport> Workflow<C> {
                 gid: gid.to_owned(),
                 name: name.to_owned(),
                 compensate_error_branch: options.compensate_error_branch,
+                http_answer: options.http_answer.clone(),
+                map_error: options.map_error.clone(),
                 state: Mutex::new(State {
                     ids: BranchIdGen::new(""),
                     branch: String::new(),
@@ -752,7 +818,11 @@ impl<C: Transport> Workflow<C> {
                 step_outcome(step)
             }
             None => {
-                let outcome = action(info.clone()).await;
+                let mut outcome = action(info.clone()).await;
+                if let (Err(e), Some(map)) = (&mut outcome, &self.inner.map_error) {
+                    let error = std::mem::replace(e, Error::Duplicated);
+                    *e = map(error);
+                }
                 self.record(&info.branch_id, Op::Action, &outcome).await?;
                 outcome
             }
@@ -868,7 +938,7 @@ mod http {
         /// The answer is judged by its status only, as DTM's workflow client does: 200 →
         /// the body; 409 → [`Error::Failure`] (recorded, the workflow rolls back); 425 →
         /// [`Error::Ongoing`]; anything else or no answer → an error (not recorded; the
-        /// workflow is resumed later).
+        /// workflow is resumed later). [`WorkflowOptions::http_answer`] replaces the rule.
         pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>> {
             self.local_bytes(async |info| {
                 let (client, request) = request.build_split();
@@ -879,13 +949,35 @@ mod http {
                     .url_mut()
                     .query_pairs_mut()
                     .extend_pairs(info.query_pairs());
-                send_request(&client, request).await
+                let (url, status, body) = send_request(&client, request).await?;
+                match &self.inner.http_answer {
+                    Some(decide) => decide(status, &body).map(|()| body),
+                    None => judge(url, status, body),
+                }
             })
             .await
         }
     }
 
-    async fn send_request(client: &reqwest::Client, request: reqwest::Request) -> Result<Vec<u8>> {
+    /// DTM's workflow rule: the status code alone.
+    fn judge(url: String, status: u16, body: Vec<u8>) -> Result<Vec<u8>> {
+        let text = || String::from_utf8_lossy(&body).into_owned();
+        match status {
+            200 => Ok(body),
+            409 => Err(Error::failure(text())),
+            425 => Err(Error::ongoing(text())),
+            _ => Err(Error::Status {
+                url,
+                status,
+                body: text(),
+            }),
+        }
+    }
+
+    async fn send_request(
+        client: &reqwest::Client,
+        request: reqwest::Request,
+    ) -> Result<(String, u16, Vec<u8>)> {
         let url = crate::client::strip_query(request.url().as_str());
         let response = client
             .execute(request)
@@ -903,17 +995,7 @@ mod http {
                 cause,
             })?
             .to_vec();
-        let text = || String::from_utf8_lossy(&body).into_owned();
-        match status {
-            200 => Ok(body),
-            409 => Err(Error::failure(text())),
-            425 => Err(Error::ongoing(text())),
-            _ => Err(Error::Status {
-                url,
-                status,
-                body: text(),
-            }),
-        }
+        Ok((url, status, body))
     }
 }
 
