@@ -9,6 +9,7 @@
 #
 #   DTM_HTTP_PORT / DTM_GRPC_PORT  DTM's ports (default 26789 / 26790)
 #   BUSI_ADDR, GRPC_BUSI_ADDR      the example services (default 127.0.0.1:28081 / :28082)
+#   WORKFLOW_ADDR                  the workflow examples' resume endpoint (default :28083)
 #
 # The default ports sit below Linux's ephemeral range (32768-60999): DTM's own defaults
 # (36789 / 36790) lie inside it, where an outgoing connection or a TIME-WAIT socket on a busy
@@ -21,6 +22,7 @@ http_port="${DTM_HTTP_PORT:-26789}"
 grpc_port="${DTM_GRPC_PORT:-26790}"
 export BUSI_ADDR="${BUSI_ADDR:-127.0.0.1:28081}"
 export GRPC_BUSI_ADDR="${GRPC_BUSI_ADDR:-127.0.0.1:28082}"
+export WORKFLOW_ADDR="${WORKFLOW_ADDR:-127.0.0.1:28083}"
 work="$(mktemp -d)"
 cat >"$work/conf.yml" <<YAML
 Store:

@@ -79,8 +79,8 @@ impl<C: Transport> WorkflowGrpc for dtmcli::model::Workflow<C> {
                 match call(request).await {
                     Ok(reply) => Ok(reply.into_inner().encode_to_vec()),
                     Err(status) => Err(Error::from_grpc(
-                        "a workflow branch",
-                        &format!(" (branch {})", info.branch_id),
+                        "its service",
+                        &format!("of workflow branch {}", info.branch_id),
                         status,
                     )),
                 }

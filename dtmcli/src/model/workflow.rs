@@ -577,6 +577,8 @@ struct Shared<C> {
     gid: String,
     name: String,
     compensate_error_branch: bool,
+    /// Read by `send`, which needs the `http` feature.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     http_answer: Option<HttpAnswer>,
     map_error: Option<MapError>,
     state: Mutex<State<C>>,
