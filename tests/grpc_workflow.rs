@@ -15,6 +15,7 @@ use dtmgrpc::tonic::transport::Endpoint;
 use dtmgrpc::{tonic, tonic_prost, DtmGrpcClient, Workflow, WorkflowGrpc as _, Workflows};
 use grpc_support::busi::{Answer, BusiReq, INITIAL_BALANCE};
 use grpc_support::{busi, grpc_addr};
+use support::busi::Ledger;
 use support::{accounts, bank, client, wait_status, S};
 
 /// Calls method `method` of the gRPC business service with `request`.
@@ -68,12 +69,24 @@ fn register_all(w: &Workflows) {
     })
     .unwrap();
 
-    // gRPC, then HTTP, over one gRPC workflow.
+    // gRPC, a local XA transaction on PostgreSQL, then HTTP, over one gRPC workflow.
     w.register("mixed", |wf: Workflow, req: BusiReqJson| async move {
         let req = req.0;
         wf.new_branch()?
             .on_rollback(revert("TransOutRevert", &req))?;
         grpc(&wf, "TransOut", &req).await?;
+        wf.new_branch()?;
+        let (pg, to, w2) = (support::postgres_bank(), req.to.clone(), wf.clone());
+        let barrier = pg.barrier().clone();
+        pg.run(async move {
+            barrier
+                .workflow_xa(&w2, async |conn| {
+                    <sqlx::Postgres as Ledger>::adjust(conn, &to, 30, false).await?;
+                    Ok(())
+                })
+                .await
+        })
+        .await?;
         wf.new_branch()?;
         let transfer = support::busi::TransferReq::new(req.amount, &req.from, &req.to);
         let script = req.results.get("HttpTransIn").cloned().unwrap_or_default();
@@ -300,10 +313,11 @@ async fn grpc_workflow_error_then_resumed_by_dtm() {
     assert_balances(&req, -30, 30);
 }
 
-/// One gRPC workflow with a gRPC branch and an HTTP branch; the HTTP branch fails once and the
-/// resume does not call the recorded gRPC branch again.
+/// One gRPC workflow with a gRPC branch, a local XA branch on PostgreSQL and an HTTP branch;
+/// the HTTP branch fails once, and the resume neither calls the recorded gRPC branch nor runs
+/// the XA business again, then commits the prepared XA transaction.
 #[tokio::test]
-async fn grpc_workflow_mixed_http_and_grpc() {
+async fn grpc_workflow_mixed_grpc_xa_and_http() {
     let (gid, req) = new_req(Some(("HttpTransIn", "ERROR"))).await;
     let err = workflows()
         .execute::<_, ()>("mixed", &gid, &BusiReqJson(req.clone()))
@@ -313,8 +327,21 @@ async fn grpc_workflow_mixed_http_and_grpc() {
         matches!(err, dtmcli::Error::Status { status: 500, .. }),
         "{err:?}"
     );
+    // The XA transaction is prepared, not committed, while the workflow waits.
+    support::assert_balances(support::postgres_bank(), (&req.to, 0), (&req.from, 0)).await;
     wait_status(&gid, GlobalStatus::Succeed).await;
     assert_eq!(calls(&gid), [call("TransOut", Op::Action, true)]);
+    support::assert_balances(support::postgres_bank(), (&req.to, 30), (&req.from, 0)).await;
+    assert_eq!(
+        rows(&gid).await,
+        [
+            ("01".to_owned(), Op::Action, S),
+            ("02".to_owned(), Op::Action, S),
+            ("02".to_owned(), Op::Business, S),
+            ("02".to_owned(), Op::Commit, S),
+            ("03".to_owned(), Op::Action, S),
+        ]
+    );
     assert_eq!(bank().routes(&gid), ["TransIn", "TransIn"]);
     assert_eq!(busi().balance(&req.from), INITIAL_BALANCE - 30);
     support::assert_balances(bank(), (&req.from, 0), (&req.to, 30)).await;
