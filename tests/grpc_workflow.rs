@@ -69,6 +69,14 @@ fn register_all(w: &Workflows) {
     })
     .unwrap();
 
+    // A typed result, recorded as JSON by a local step.
+    w.register("grpc_result", |wf: Workflow, req: BusiReqJson| async move {
+        wf.new_branch()?;
+        grpc(&wf, "TransOut", &req.0).await?;
+        Ok(format!("moved {} from {}", req.0.amount, req.0.from))
+    })
+    .unwrap();
+
     // gRPC, a local XA transaction on PostgreSQL, then HTTP, over one gRPC workflow.
     w.register("mixed", |wf: Workflow, req: BusiReqJson| async move {
         let req = req.0;
@@ -138,7 +146,26 @@ mod req_json {
 
 /// The registry of this test binary, served by its own tonic server on its own runtime.
 fn workflows() -> &'static Workflows {
-    static W: OnceLock<Workflows> = OnceLock::new();
+    &registry().0
+}
+
+/// Executes `name` on the registry's runtime, where its client's connections live (each test
+/// has a runtime of its own).
+async fn execute<R: serde::de::DeserializeOwned + Send + 'static>(
+    name: &'static str,
+    gid: &str,
+    req: &BusiReq,
+) -> dtmgrpc::Result<R> {
+    let (gid, input) = (gid.to_owned(), BusiReqJson(req.clone()));
+    registry()
+        .1
+        .spawn(async move { workflows().execute(name, &gid, &input).await })
+        .await
+        .expect("the execution task")
+}
+
+fn registry() -> &'static (Workflows, tokio::runtime::Handle) {
+    static W: OnceLock<(Workflows, tokio::runtime::Handle)> = OnceLock::new();
     W.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
         let dtm = grpc_addr();
@@ -155,7 +182,8 @@ fn workflows() -> &'static Workflows {
                 let client = DtmGrpcClient::builder(dtm).http_api(api).build().unwrap();
                 let w = Workflows::new(client, dtmgrpc::workflow_callback(&addr));
                 register_all(&w);
-                tx.send(w.clone()).unwrap();
+                tx.send((w.clone(), tokio::runtime::Handle::current()))
+                    .unwrap();
                 tonic::transport::Server::builder()
                     .add_service(dtmgrpc::workflow_server(w))
                     .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
@@ -215,10 +243,7 @@ async fn grpc_workflow_simple() {
     let (gid, req) = new_req(None).await;
     let q_before = client().query(&gid).await.unwrap();
     assert!(q_before.transaction.is_none());
-    let () = workflows()
-        .execute("grpc_saga", &gid, &BusiReqJson(req.clone()))
-        .await
-        .unwrap();
+    let () = execute::<()>("grpc_saga", &gid, &req).await.unwrap();
     let q = wait_status(&gid, GlobalStatus::Succeed).await;
     assert_eq!(q.transaction.unwrap().protocol, "grpc");
     assert_eq!(
@@ -237,20 +262,14 @@ async fn grpc_workflow_simple() {
     );
     assert_balances(&req, -30, 30);
     // Executing it again runs nothing (DTM's gRPC API returns no result: `()` from nothing).
-    let () = workflows()
-        .execute("grpc_saga", &gid, &BusiReqJson(req.clone()))
-        .await
-        .unwrap();
+    let () = execute::<()>("grpc_saga", &gid, &req).await.unwrap();
     assert_eq!(calls(&gid).len(), 2);
 }
 
 #[tokio::test]
 async fn grpc_workflow_rollback_restores_balances() {
     let (gid, req) = new_req(Some(("TransIn", "FAILURE"))).await;
-    let err = workflows()
-        .execute::<_, ()>("grpc_saga", &gid, &BusiReqJson(req.clone()))
-        .await
-        .unwrap_err();
+    let err = execute::<()>("grpc_saga", &gid, &req).await.unwrap_err();
     assert!(err.is_failure(), "{err:?}");
     assert!(
         err.to_string().contains("TransIn scripted to fail"),
@@ -286,10 +305,7 @@ async fn grpc_workflow_rollback_restores_balances() {
 #[tokio::test]
 async fn grpc_workflow_error_then_resumed_by_dtm() {
     let (gid, req) = new_req(Some(("TransOut", "ERROR"))).await;
-    let err = workflows()
-        .execute::<_, ()>("grpc_saga", &gid, &BusiReqJson(req.clone()))
-        .await
-        .unwrap_err();
+    let err = execute::<()>("grpc_saga", &gid, &req).await.unwrap_err();
     assert!(!err.is_failure() && err.grpc_status().is_some(), "{err:?}");
     assert_eq!(
         client()
@@ -319,10 +335,7 @@ async fn grpc_workflow_error_then_resumed_by_dtm() {
 #[tokio::test]
 async fn grpc_workflow_mixed_grpc_xa_and_http() {
     let (gid, req) = new_req(Some(("HttpTransIn", "ERROR"))).await;
-    let err = workflows()
-        .execute::<_, ()>("mixed", &gid, &BusiReqJson(req.clone()))
-        .await
-        .unwrap_err();
+    let err = execute::<()>("mixed", &gid, &req).await.unwrap_err();
     assert!(
         matches!(err, dtmcli::Error::Status { status: 500, .. }),
         "{err:?}"
@@ -345,4 +358,16 @@ async fn grpc_workflow_mixed_grpc_xa_and_http() {
     assert_eq!(bank().routes(&gid), ["TransIn", "TransIn"]);
     assert_eq!(busi().balance(&req.from), INITIAL_BALANCE - 30);
     support::assert_balances(bank(), (&req.from, 0), (&req.to, 30)).await;
+}
+
+/// DTM's gRPC API does not return a finished workflow's result; the client's HTTP API does,
+/// so a second execute returns the stored result without running.
+#[tokio::test]
+async fn grpc_workflow_second_execute_returns_the_stored_result() {
+    let (gid, req) = new_req(None).await;
+    let first: String = execute("grpc_result", &gid, &req).await.unwrap();
+    assert_eq!(first, format!("moved 30 from {}", req.from));
+    let second: String = execute("grpc_result", &gid, &req).await.unwrap();
+    assert_eq!(second, first);
+    assert_eq!(calls(&gid), [call("TransOut", Op::Action, true)]);
 }

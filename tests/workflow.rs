@@ -206,6 +206,39 @@ fn register_all(w: &Workflows) {
     )
     .unwrap();
 
+    // TCC style whose first confirm answers as scripted (`out`), e.g. FAILURE once.
+    w.register("tcc_confirm_script", |wf: Workflow, p: Plan| async move {
+        let (req, script) = (p.req.clone(), p.out.clone());
+        wf.new_branch()?
+            .on_commit(move |wf| async move { send(&wf, "TransOutConfirm", &script, &req).await })?
+            .on_rollback(callback("TransOutCancel", &p.req))?;
+        send(&wf, "TransOutTry", "", &p.req).await?;
+        wf.new_branch()?
+            .on_commit(callback("TransInConfirm", &p.req))?
+            .on_rollback(callback("TransInCancel", &p.req))?;
+        send(&wf, "TransInTry", "", &p.req).await?;
+        Ok(())
+    })
+    .unwrap();
+
+    // A binary local result (not UTF-8), replayed exactly over DTM's HTTP API.
+    w.register_bytes(
+        "binary",
+        WorkflowOptions::new(),
+        |wf: Workflow, input: Vec<u8>| async move {
+            let p: Plan = serde_json::from_slice(&input).unwrap();
+            let gid = wf.gid().to_owned();
+            wf.new_branch()?;
+            let bytes = wf
+                .local_bytes(async |_| Ok(vec![0x08, 0x96, 0x01, count(&gid, "binary") as u8]))
+                .await?;
+            wf.new_branch()?;
+            send(&wf, "TransIn", &p.into, &p.req).await?;
+            Ok(bytes)
+        },
+    )
+    .unwrap();
+
     // compensate_error_branch: the failed branch's own compensation runs too.
     w.register_with(
         "saga_compensate_error",
@@ -259,7 +292,19 @@ fn workflows() -> &'static Workflows {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = listener.local_addr().unwrap();
-                let w = Workflows::new(client(), format!("http://{addr}/api/workflow/resume"));
+                // Tests run on runtimes of their own and share this registry: its client keeps
+                // no idle connection, which would belong to the runtime of the test that opened
+                // it.
+                let dtm = dtmcli::DtmClient::builder(&support::dtm().api)
+                    .http_client(
+                        reqwest::Client::builder()
+                            .pool_max_idle_per_host(0)
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap();
+                let w = Workflows::new(dtm, format!("http://{addr}/api/workflow/resume"));
                 register_all(&w);
                 let app = axum::Router::new().route("/api/workflow/resume", w.resume_route());
                 tx.send(w).unwrap();
@@ -306,6 +351,21 @@ fn call(route: &str, op: Op, ok: bool) -> (String, Op, bool) {
     (route.into(), op, ok)
 }
 
+/// Executes workflow `name` on a new plan with these fault scripts, expecting it to roll
+/// back: checks the FAILURE and the stored `failed` status; returns the gid, the plan, the
+/// error and the stored rollback reason.
+async fn execute_failing(name: &str, out: &str, into: &str) -> (String, Plan, Error, String) {
+    let (gid, p) = plan(out, into).await;
+    let err = workflows()
+        .execute::<_, ()>(name, &gid, &p)
+        .await
+        .unwrap_err();
+    assert!(err.is_failure(), "{name}: {err:?}");
+    let q = wait_status(&gid, GlobalStatus::Failed).await;
+    let reason = q.transaction.unwrap().rollback_reason;
+    (gid, p, err, reason)
+}
+
 #[tokio::test]
 async fn workflow_normal_with_on_finish() {
     let (gid, p) = plan("", "").await;
@@ -337,18 +397,11 @@ async fn workflow_normal_with_on_finish() {
 
 #[tokio::test]
 async fn workflow_rollback_of_a_barrier_step_after_an_http_failure() {
-    let (gid, p) = plan("", "FAILURE").await;
-    let err = workflows()
-        .execute::<_, ()>("barrier", &gid, &p)
-        .await
-        .unwrap_err();
-    assert!(err.is_failure(), "{err:?}");
+    let (gid, p, err, reason) = execute_failing("barrier", "", "FAILURE").await;
     assert!(
         err.to_string().contains("TransIn scripted to fail"),
         "{err}"
     );
-    let q = wait_status(&gid, GlobalStatus::Failed).await;
-    let reason = q.transaction.unwrap().rollback_reason;
     assert!(reason.contains("TransIn scripted to fail"), "{reason}");
     assert_eq!(
         rows(&gid).await,
@@ -388,13 +441,7 @@ async fn workflow_tcc_commit_confirms_and_rollback_cancels() {
     );
     assert_balances(&p, -30, 30).await;
 
-    let (gid, p) = plan("", "FAILURE").await;
-    let err = workflows()
-        .execute::<_, ()>("tcc", &gid, &p)
-        .await
-        .unwrap_err();
-    assert!(err.is_failure(), "{err:?}");
-    wait_status(&gid, GlobalStatus::Failed).await;
+    let (gid, p, _, _) = execute_failing("tcc", "", "FAILURE").await;
     // The failed try's own cancel is not called (compensate_error_branch is off).
     assert_eq!(
         calls(&gid),
@@ -409,13 +456,7 @@ async fn workflow_tcc_commit_confirms_and_rollback_cancels() {
 
 #[tokio::test]
 async fn workflow_compensate_error_branch_compensates_the_failed_branch_too() {
-    let (gid, p) = plan("", "FAILURE").await;
-    let err = workflows()
-        .execute::<_, ()>("saga_compensate_error", &gid, &p)
-        .await
-        .unwrap_err();
-    assert!(err.is_failure(), "{err:?}");
-    wait_status(&gid, GlobalStatus::Failed).await;
+    let (gid, p, _, _) = execute_failing("saga_compensate_error", "", "FAILURE").await;
     assert_eq!(
         calls(&gid),
         [
@@ -506,11 +547,7 @@ async fn workflow_result_and_second_execute_returns_it_without_running() {
     assert_eq!(calls(&gid).len(), 1);
 
     // A failed one returns its stored FAILURE the same way.
-    let (gid, p) = plan("", "FAILURE").await;
-    let err = workflows()
-        .execute::<_, ()>("saga", &gid, &p)
-        .await
-        .unwrap_err();
+    let (gid, p, err, _) = execute_failing("saga", "", "FAILURE").await;
     let again = workflows()
         .execute::<_, ()>("saga", &gid, &p)
         .await
@@ -620,15 +657,9 @@ async fn workflow_custom_answer_mapping() {
         ("map_error", "a 500 is final here"),
         ("http_answer", "status 500 is final here"),
     ] {
-        let (gid, p) = plan("", "ERROR").await;
-        let err = workflows()
-            .execute::<_, ()>(name, &gid, &p)
-            .await
-            .unwrap_err();
-        assert!(err.is_failure(), "{name}: {err:?}");
+        let (gid, p, err, stored) = execute_failing(name, "", "ERROR").await;
         assert_eq!(err.to_string(), format!("FAILURE: {reason}"));
-        let q = client().query(&gid).await.unwrap();
-        assert_eq!(q.transaction.unwrap().status, GlobalStatus::Failed);
+        assert_eq!(stored, reason);
         assert_eq!(
             calls(&gid),
             [
@@ -648,4 +679,119 @@ async fn workflow_custom_answer_mapping() {
         );
         assert_balances(&p, 0, 0).await;
     }
+}
+
+/// A phase-2 callback answering FAILURE does not fail the workflow (its outcome is decided):
+/// execute reports an error, the workflow stays prepared, and the resume runs only the
+/// callback not recorded yet.
+#[tokio::test]
+async fn workflow_phase2_failure_is_retried_and_recorded_callbacks_are_skipped() {
+    let (gid, p) = plan("FAILURE", "").await;
+    let err = workflows()
+        .execute::<_, ()>("tcc_confirm_script", &gid, &p)
+        .await
+        .unwrap_err();
+    assert!(!err.is_failure(), "{err:?}");
+    assert!(
+        err.to_string().contains("commit callback of branch 01"),
+        "{err}"
+    );
+    let q = client().query(&gid).await.unwrap();
+    assert_eq!(q.transaction.unwrap().status, GlobalStatus::Prepared);
+    wait_status(&gid, GlobalStatus::Succeed).await;
+    assert_eq!(
+        calls(&gid),
+        [
+            call("TransOutTry", Op::Action, true),
+            call("TransInTry", Op::Action, true),
+            call("TransInConfirm", Op::Commit, true),
+            call("TransOutConfirm", Op::Commit, false),
+            // The resume: branch 02's recorded confirm is not called again.
+            call("TransOutConfirm", Op::Commit, true),
+        ]
+    );
+    assert_balances(&p, -30, 30).await;
+}
+
+/// Two runs of one workflow at once (DTM's resume while the first run is slow, here a second
+/// registry standing for another process): the run that finishes second gets an error when
+/// DTM refuses its record, and rolls nothing back.
+#[tokio::test]
+async fn workflow_run_overtaken_by_another_gets_an_error_not_a_rollback() {
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let make = |hold: bool| {
+        let gate = std::sync::Arc::clone(&gate);
+        let w = Workflows::new(client(), "http://127.0.0.1:9/resume");
+        w.register_with(
+            "overtaken",
+            WorkflowOptions::new().retry_interval(std::time::Duration::from_secs(60)),
+            move |wf: Workflow, p: Plan| {
+                let gate = std::sync::Arc::clone(&gate);
+                async move {
+                    wf.new_branch()?
+                        .on_rollback(callback("TransOutCompensate", &p.req))?;
+                    send(&wf, "TransOut", "", &p.req).await?;
+                    wf.new_branch()?;
+                    wf.local(async |_| {
+                        if hold {
+                            gate.notified().await;
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                    Ok(())
+                }
+            },
+        )
+        .unwrap();
+        w
+    };
+    let (slow, fast) = (make(true), make(false));
+    let (gid, p) = plan("", "").await;
+    let first = tokio::spawn({
+        let (gid, p) = (gid.clone(), p.clone());
+        async move { slow.execute::<_, ()>("overtaken", &gid, &p).await }
+    });
+    // Wait until the slow run recorded branch 01 and hangs in branch 02.
+    for _ in 0..200 {
+        if rows(&gid).await.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let () = fast.execute("overtaken", &gid, &p).await.unwrap();
+    gate.notify_one();
+    let err = first.await.unwrap().unwrap_err();
+    assert!(!err.is_failure(), "{err:?}");
+    assert!(err.to_string().contains("no longer prepared"), "{err}");
+    let q = client().query(&gid).await.unwrap();
+    assert_eq!(q.transaction.unwrap().status, GlobalStatus::Succeed);
+    assert_eq!(
+        calls(&gid),
+        [call("TransOut", Op::Action, true)],
+        "recorded once, replayed by the second run, never compensated"
+    );
+    assert_balances(&p, -30, 0).await;
+}
+
+/// A result that is not text is recorded through DTM's HTTP API and replayed exactly.
+#[tokio::test]
+async fn workflow_binary_result_replays_exactly_over_http() {
+    let (gid, p) = plan("", "ERROR").await;
+    let input = serde_json::to_vec(&p).unwrap();
+    let err = workflows()
+        .execute_bytes("binary", &gid, input.clone())
+        .await
+        .unwrap_err();
+    assert!(!err.is_failure(), "{err:?}");
+    let result = workflows()
+        .execute_bytes("binary", &gid, input)
+        .await
+        .unwrap();
+    assert_eq!(
+        result,
+        [0x08, 0x96, 0x01, 1],
+        "the first run's bytes, replayed"
+    );
+    assert_eq!(counted(&gid, "binary"), 1);
 }

@@ -61,6 +61,29 @@ async fn xa_step<DB: Ledger + XaDatabase>(
 }
 
 fn workflows<DB: Ledger + XaDatabase>(bank: &'static Bank<DB>) -> Workflows {
+    let w = xa_workflows(bank);
+    // An HTTP branch (scripted by `last`) before one XA step.
+    w.register_with(
+        "http_then_xa",
+        WorkflowOptions::new().retry_interval(Duration::from_secs(60)),
+        move |wf: Workflow, p: Plan| async move {
+            wf.new_branch()?;
+            let http = reqwest::Client::new();
+            wf.send(
+                http.post(support::bank().url("TransOut", &p.last))
+                    .json(&p.req),
+            )
+            .await?;
+            wf.new_branch()?;
+            xa_step(bank, &wf, p.req.to.clone(), p.req.amount, false).await?;
+            Ok(())
+        },
+    )
+    .unwrap();
+    w
+}
+
+fn xa_workflows<DB: Ledger + XaDatabase>(bank: &'static Bank<DB>) -> Workflows {
     // Executed directly by the tests: DTM's resume call (to a closed port) is not awaited.
     let w = Workflows::new(client(), "http://127.0.0.1:9/resume");
     w.register_with(
@@ -84,6 +107,20 @@ fn workflows<DB: Ledger + XaDatabase>(bank: &'static Bank<DB>) -> Workflows {
     )
     .unwrap();
     w
+}
+
+/// Executes `name` on the bank's runtime: the XA commit and rollback run where the workflow
+/// runs, and the bank's pool belongs to its runtime (each test has a runtime of its own).
+async fn execute<DB: Ledger + XaDatabase>(
+    bank: &'static Bank<DB>,
+    w: &Workflows,
+    name: &'static str,
+    gid: &str,
+    p: &Plan,
+) -> dtmcli::Result<()> {
+    let (w, gid, p) = (w.clone(), gid.to_owned(), p.clone());
+    bank.run(async move { w.execute(name, &gid, &p).await })
+        .await
 }
 
 async fn plan(fail_second: bool, last: &str) -> (String, Plan) {
@@ -117,7 +154,7 @@ use BranchStatus::{Failed as F, Succeed as S};
 async fn xa_action_commits_both<DB: Ledger + XaDatabase>(bank: &'static Bank<DB>) {
     let w = workflows(bank);
     let (gid, p) = plan(false, "").await;
-    let () = w.execute("xa_transfer", &gid, &p).await.unwrap();
+    execute(bank, &w, "xa_transfer", &gid, &p).await.unwrap();
     let q = client().query(&gid).await.unwrap();
     assert_eq!(q.transaction.unwrap().status, GlobalStatus::Succeed);
     assert_eq!(
@@ -138,8 +175,7 @@ async fn xa_action_commits_both<DB: Ledger + XaDatabase>(bank: &'static Bank<DB>
 async fn xa_rollback_restores_both<DB: Ledger + XaDatabase>(bank: &'static Bank<DB>) {
     let w = workflows(bank);
     let (gid, p) = plan(true, "").await;
-    let err = w
-        .execute::<_, ()>("xa_transfer", &gid, &p)
+    let err = execute(bank, &w, "xa_transfer", &gid, &p)
         .await
         .unwrap_err();
     assert!(err.is_failure(), "{err:?}");
@@ -174,19 +210,60 @@ async fn xa_rollback_restores_both<DB: Ledger + XaDatabase>(bank: &'static Bank<
 async fn xa_resume_commits_prepared_steps<DB: Ledger + XaDatabase>(bank: &'static Bank<DB>) {
     let w = workflows(bank);
     let (gid, p) = plan(false, "ERROR").await;
-    let err = w
-        .execute::<_, ()>("xa_transfer", &gid, &p)
+    let err = execute(bank, &w, "xa_transfer", &gid, &p)
         .await
         .unwrap_err();
     assert!(!err.is_failure(), "{err:?}");
     // Prepared, not committed: the money has not moved.
     support::assert_balances(bank, (&p.req.from, 0), (&p.req.to, 0)).await;
-    let () = w.execute("xa_transfer", &gid, &p).await.unwrap();
+    execute(bank, &w, "xa_transfer", &gid, &p).await.unwrap();
     assert_eq!(business_runs().lock().unwrap()[&gid], 2, "once per XA step");
     let q = client().query(&gid).await.unwrap();
     assert_eq!(q.transaction.unwrap().status, GlobalStatus::Succeed);
     support::assert_balances(bank, (&p.req.from, -30), (&p.req.to, 30)).await;
     assert_eq!(support::bank().routes(&gid), ["TransIn", "TransIn"]);
+}
+
+/// A run interrupted after an XA step's business was recorded but before its action was (a
+/// crash between the two): the resume cannot know the transaction's fate, answers FAILURE
+/// and rolls the workflow back, the XA step's rollback included.
+async fn xa_business_recorded_without_action_rolls_back<DB: Ledger + XaDatabase>(
+    bank: &'static Bank<DB>,
+) {
+    use dtmcli::model::Transport as _;
+    let w = workflows(bank);
+    let (gid, p) = plan(false, "ERROR").await;
+    let err = execute(bank, &w, "http_then_xa", &gid, &p)
+        .await
+        .unwrap_err();
+    assert!(!err.is_failure(), "{err:?}");
+    // What the interrupted run would have left: branch 02's business, not its action.
+    client()
+        .register_workflow_step(dtmcli::model::WorkflowStep::new(
+            &gid,
+            "02",
+            Op::Business,
+            S,
+            b"",
+        ))
+        .await
+        .unwrap();
+    let err = execute(bank, &w, "http_then_xa", &gid, &p)
+        .await
+        .unwrap_err();
+    assert!(err.is_failure(), "{err:?}");
+    assert!(err.to_string().contains("not resumable"), "{err}");
+    assert!(!business_runs().lock().unwrap().contains_key(&gid));
+    assert_eq!(
+        rows(&gid).await,
+        [
+            row("01", Op::Action, S),
+            row("02", Op::Action, F),
+            row("02", Op::Business, S),
+            row("02", Op::Rollback, S),
+        ]
+    );
+    support::assert_balances(bank, (&p.req.to, 0), (&p.req.from, 0)).await;
 }
 
 macro_rules! on_each_xa_database {
@@ -204,4 +281,5 @@ on_each_xa_database!(
     xa_action_commits_both,
     xa_rollback_restores_both,
     xa_resume_commits_prepared_steps,
+    xa_business_recorded_without_action_rolls_back,
 );

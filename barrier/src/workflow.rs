@@ -19,8 +19,8 @@ impl<DB: XaDatabase> Barrier<DB> {
     /// it is prepared. A resumed workflow that finds `business` recorded without the action
     /// (the process died between the two) cannot know the transaction's fate and answers
     /// FAILURE: the workflow rolls back, which rolls the prepared transaction back too.
-    /// The branch's `on_commit` / `on_rollback` are the XA commit and rollback: do not add
-    /// others to it. MySQL/MariaDB and PostgreSQL (`max_prepared_transactions > 0`).
+    /// The XA commit and rollback run beside any `on_commit` / `on_rollback` of the branch.
+    /// MySQL/MariaDB and PostgreSQL (`max_prepared_transactions > 0`).
     ///
     /// ```no_run
     /// # async fn demo(barrier: dtm_barrier::Barrier<sqlx::Postgres>, wf: dtmcli::Workflow) -> dtmcli::Result<()> {
@@ -44,6 +44,14 @@ impl<DB: XaDatabase> Barrier<DB> {
         C: Transport,
         T: Serialize + DeserializeOwned,
     {
+        let info = wf.branch_info();
+        if info.op != Op::Action || info.branch_id.is_empty() {
+            return Err(dtmcli::Error::InvalidArgument(
+                "workflow_xa is a branch's action: call new_branch() first, and not in a \
+                 phase-2 callback"
+                    .into(),
+            ));
+        }
         let outcome = wf
             .local_bytes(async |info| {
                 if wf.is_recorded(Op::Business) {
@@ -64,28 +72,20 @@ impl<DB: XaDatabase> Barrier<DB> {
                     .map_err(|e| dtmcli::Error::payload("a workflow XA step's result", e))
             })
             .await;
-        // Registered after the action, so that a FAILURE of it still rolls the (unprepared,
-        // hence absent) transaction back, as DTM's client does.
-        for commit in [true, false] {
+        // Registered after the action, beside any callback of the user's, so that a FAILURE
+        // of it still rolls the transaction back (absent, or prepared by an interrupted run),
+        // as DTM's client does.
+        let finish = |step: XaStep| {
             let barrier = self.clone();
-            let finish = move |wf: Workflow<C>| async move {
+            move |wf: Workflow<C>| async move {
                 let info = wf.branch_info();
-                let step = if commit {
-                    XaStep::Commit
-                } else {
-                    XaStep::Rollback
-                };
                 barrier
                     .finish_xa(&info.gid, &info.branch_id, step)
                     .await
                     .map_err(dtmcli::Error::from)
-            };
-            if commit {
-                wf.on_commit(finish)?;
-            } else {
-                wf.on_rollback(finish)?;
             }
-        }
+        };
+        wf.add_step_phase2(finish(XaStep::Commit), finish(XaStep::Rollback))?;
         let bytes = outcome?;
         serde_json::from_slice(&bytes).map_err(|e| {
             dtmcli::Error::InvalidArgument(format!(

@@ -76,6 +76,7 @@ pub use branch::{
 pub use error::{Error, Result};
 pub use gid::local_gid;
 pub use global::XaRegistrar;
+pub use model::WorkflowOptions;
 #[doc(hidden)]
 pub use options::RedactedHeaders;
 pub use options::{whole_seconds, TransOptions};

@@ -108,6 +108,9 @@ struct PrepareWorkflowReply {
 
 #[derive(Deserialize)]
 struct StoredWorkflow {
+    #[serde(default)]
+    gid: String,
+    trans_type: Option<TransType>,
     status: GlobalStatus,
     #[serde(default)]
     rollback_reason: String,
@@ -132,6 +135,32 @@ fn base64_field(what: &str, text: &str) -> Result<Vec<u8>> {
         .map_err(|e| Error::InvalidArgument(format!("DTM answered {what} that is not base64: {e}")))
 }
 
+/// DTM's HTTP API records a step's data as text. Text is sent as it is (what DTM's own client
+/// does); other bytes (a binary answer, a protobuf reply) as a NUL character and their base64,
+/// as is text that starts with NUL, so that every result replays exactly.
+fn step_text(data: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(data) {
+        Ok(text) if !text.starts_with('\0') => text.into(),
+        _ => format!(
+            "\0{}",
+            base64::engine::general_purpose::STANDARD.encode(data)
+        )
+        .into(),
+    }
+}
+
+/// The bytes of a step's recorded text ([`step_text`]).
+fn step_bytes(text: Vec<u8>) -> Result<Vec<u8>> {
+    match text.strip_prefix(b"\0") {
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| {
+                Error::InvalidArgument(format!("a recorded binary step is not base64: {e}"))
+            }),
+        None => Ok(text),
+    }
+}
+
 impl PrepareWorkflowReply {
     fn into_progress(self) -> Result<WorkflowProgress> {
         let steps = self
@@ -139,11 +168,18 @@ impl PrepareWorkflowReply {
             .unwrap_or_default()
             .into_iter()
             .map(|s| {
-                let data = base64_field("branch data", &s.bin_data)?;
+                let text = base64_field("branch data", &s.bin_data)?;
+                let data = step_bytes(text)?;
                 Ok(RecordedStep::new(s.branch_id, s.op, s.status, data))
             })
             .collect::<Result<Vec<_>>>()?;
         let t = self.transaction;
+        if let Some(other) = t.trans_type.filter(|t| *t != TransType::Workflow) {
+            return Err(Error::InvalidArgument(format!(
+                "gid {} is a {other} transaction, not a workflow",
+                t.gid
+            )));
+        }
         let result = base64_field("a workflow result", &t.result)?;
         Ok(WorkflowProgress::new(
             t.status,
@@ -235,13 +271,7 @@ impl Transport for DtmClient {
     }
 
     async fn register_workflow_step(&self, step: WorkflowStep<'_>) -> Result<()> {
-        // DTM's HTTP API stores the data as text.
-        let data = std::str::from_utf8(step.data).map_err(|e| {
-            Error::InvalidArgument(format!(
-                "the result of workflow branch {} is not text, which DTM's HTTP API cannot                  record ({e}); use the gRPC client for binary results",
-                step.branch_id
-            ))
-        })?;
+        let data = step_text(step.data);
         self.post(
             "registerBranch",
             &RegisterWorkflowStep {
@@ -250,7 +280,7 @@ impl Transport for DtmClient {
                 branch_id: step.branch_id,
                 op: step.op.as_str(),
                 status: step.status.as_str(),
-                data,
+                data: &data,
                 sync: "1",
             },
         )
@@ -291,6 +321,24 @@ pub(crate) fn payload_texts(payloads: &[Vec<u8>]) -> Result<Vec<&str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn step_data_round_trips_text_and_bytes() {
+        for data in [
+            &b"{\"a\":1}"[..],
+            b"",
+            b"\x08\x96\x01", // a protobuf varint: not UTF-8
+            b"\0starts with NUL",
+        ] {
+            let text = step_text(data);
+            assert_eq!(step_bytes(text.as_bytes().to_vec()).unwrap(), data);
+        }
+        assert_eq!(
+            step_text(b"plain"),
+            "plain",
+            "text is recorded as DTM's client does"
+        );
+    }
 
     #[test]
     fn bare_body_matches_the_reference_client() {

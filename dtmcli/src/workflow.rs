@@ -29,7 +29,9 @@ mod route {
         ///
         /// It answers 200 when the workflow succeeded, 409 when it failed, 400 for a request
         /// without `gid` or `op` or with an unknown name, and 425 or 500 while it is unfinished
-        /// (DTM ignores the answer: only the workflow's own submit ends it).
+        /// (DTM ignores the answer: only the workflow's own submit ends it). The workflow runs
+        /// on a task of its own, so DTM giving up on the call (after its `request_timeout`)
+        /// does not cancel it.
         ///
         /// ```no_run
         /// # fn demo(workflows: dtmcli::Workflows) {
@@ -60,9 +62,17 @@ mod route {
                 (Ok(gid), Ok(name)) => (gid, name),
                 (Err(e), _) | (_, Err(e)) => return e.into_response(),
             };
-            match self.execute_bytes(name, gid, input).await {
-                Ok(_) => DtmResult::Success.into_response(),
-                Err(e) => e.into_response(),
+            // On a task of its own: DTM gives up on the call after its request timeout, which
+            // must not cancel the run halfway.
+            let (workflows, name, gid) = (self.clone(), name.clone(), gid.clone());
+            let run =
+                tokio::spawn(async move { workflows.execute_bytes(&name, &gid, input).await });
+            match run.await {
+                Ok(Ok(_)) => DtmResult::Success.into_response(),
+                Ok(Err(e)) => e.into_response(),
+                Err(e) => {
+                    Error::other(format!("the resumed workflow's task failed: {e}")).into_response()
+                }
             }
         }
     }

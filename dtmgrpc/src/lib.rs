@@ -78,6 +78,7 @@ pub mod proto {
 
 pub use branch::{branch_info, branch_info_from_metadata, keys};
 pub use client::{DtmGrpcClient, DtmGrpcClientBuilder, DEFAULT_TIMEOUT};
+pub use dtmcli::model::WorkflowOptions;
 pub use error::{result_of, GrpcError};
 pub use msg::Msg;
 pub use saga::Saga;

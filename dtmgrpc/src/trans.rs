@@ -86,6 +86,22 @@ pub(crate) fn check_gid(gid: &str) -> Result<()> {
     Ok(())
 }
 
+impl DtmGrpcClient {
+    /// The stored result of a finished workflow, through the HTTP API when the client has one.
+    async fn stored_result(&self, gid: &str) -> Option<Vec<u8>> {
+        #[cfg(feature = "http-api")]
+        if let Some(http) = self.http_api() {
+            use base64::Engine as _;
+            let stored = http.query(gid).await.ok()?.transaction?;
+            return base64::engine::general_purpose::STANDARD
+                .decode(stored.result)
+                .ok();
+        }
+        let _ = gid;
+        None
+    }
+}
+
 impl dtmcli::model::sealed::Client for DtmGrpcClient {}
 
 /// gRPC: payloads are protobuf, branch info goes in `dtm-*` metadata, URLs are
@@ -197,11 +213,16 @@ impl Transport for DtmGrpcClient {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        // DTM's gRPC answer never holds the result of a finished workflow.
+        // DTM's gRPC answer never holds the result of a finished workflow; its HTTP API does.
+        let status: dtmcli::GlobalStatus = transaction.status.parse()?;
+        let result = match status {
+            dtmcli::GlobalStatus::Succeed => self.stored_result(request.gid).await,
+            _ => None,
+        };
         Ok(WorkflowProgress::new(
-            transaction.status.parse()?,
+            status,
             transaction.rollback_reason,
-            None,
+            result,
             steps,
         ))
     }

@@ -127,7 +127,8 @@ mod server {
     /// It answers OK when the workflow succeeded, `Aborted` when it failed,
     /// `InvalidArgument` for a call without `dtm-gid` / `dtm-op` or with an unknown name, and
     /// another error while it is unfinished (DTM ignores the answer: only the workflow's own
-    /// submit ends it).
+    /// submit ends it). The workflow runs on a task of its own, so the deadline of DTM's call
+    /// (its `request_timeout`) does not cancel it.
     ///
     /// ```no_run
     /// # async fn demo(workflows: dtmgrpc::Workflows, listener: tokio::net::TcpListener) -> Result<(), Box<dyn std::error::Error>> {
@@ -161,11 +162,19 @@ mod server {
             let gid = field(keys::GID)?;
             let name = field(keys::OP)?;
             let input = request.into_inner().data;
-            self.workflows
-                .execute_bytes(&name, &gid, input)
-                .await
-                .map(|_| tonic::Response::new(()))
-                .map_err(tonic::Status::from)
+            // On a task of its own: DTM's call has a deadline (its request timeout), which
+            // must not cancel the run halfway.
+            let workflows = self.workflows.clone();
+            let run =
+                tokio::spawn(async move { workflows.execute_bytes(&name, &gid, input).await });
+            match run.await {
+                Ok(outcome) => outcome
+                    .map(|_| tonic::Response::new(()))
+                    .map_err(tonic::Status::from),
+                Err(e) => Err(tonic::Status::internal(format!(
+                    "the resumed workflow's task failed: {e}"
+                ))),
+            }
         }
     }
 }

@@ -195,8 +195,12 @@ impl WorkflowOptions {
         self
     }
 
-    /// How long DTM waits before it calls the resume endpoint of a workflow left unfinished
-    /// (doubled after each failed call). Rounded up to whole seconds.
+    /// How long after the workflow is first prepared DTM calls its resume endpoint if it has
+    /// not ended by then; later calls follow the server's `RetryInterval` (10 s by default).
+    /// DTM makes that first call even while the first run is still going, so choose it well
+    /// above the longest run: two runs at once are safe (the second to record a step or end
+    /// the workflow gets an error, never a rollback), but do the work twice up to that point.
+    /// Rounded up to whole seconds.
     pub fn retry_interval(mut self, interval: std::time::Duration) -> Self {
         self.options.retry_interval = crate::whole_seconds(interval);
         self
@@ -232,7 +236,8 @@ impl WorkflowOptions {
     /// Maps the error of every recorded action (local, HTTP or gRPC) before it is judged:
     /// return [`Error::Failure`] for errors that mean the business refused for good (it is
     /// recorded and the workflow rolls back); anything else leaves the workflow to be
-    /// resumed.
+    /// resumed. It sees every error of the action, including the SDK's own (a connection
+    /// refused, a database error inside a local step): match narrowly.
     ///
     /// ```
     /// use dtmcli::{model::WorkflowOptions, Error};
@@ -266,6 +271,29 @@ struct Registry<C> {
     client: C,
     callback: String,
     entries: RwLock<HashMap<String, Arc<Entry<C>>>>,
+    /// The gids this process is executing now.
+    running: Mutex<std::collections::HashSet<String>>,
+}
+
+/// Marks a gid as running in this process until dropped.
+struct Running<'a> {
+    set: &'a Mutex<std::collections::HashSet<String>>,
+    gid: String,
+}
+
+impl<'a> Running<'a> {
+    fn enter(set: &'a Mutex<std::collections::HashSet<String>>, gid: &str) -> Option<Self> {
+        lock(set).insert(gid.to_owned()).then(|| Running {
+            set,
+            gid: gid.to_owned(),
+        })
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        lock(self.set).remove(&self.gid);
+    }
 }
 
 /// The workflows of a service: a registry of named workflow functions and the engine that
@@ -344,6 +372,7 @@ impl<C: Transport> Workflows<C> {
                 client,
                 callback: callback.into(),
                 entries: RwLock::new(HashMap::new()),
+                running: Mutex::default(),
             }),
         }
     }
@@ -364,7 +393,10 @@ impl<C: Transport> Workflows<C> {
     ///
     /// The function runs again whenever the workflow is resumed, so everything it does
     /// that must happen once goes through the handle's recorded steps
-    /// ([`Workflow::local`], [`Workflow::send`], `dtmgrpc`'s `WorkflowGrpc::grpc`).
+    /// ([`Workflow::local`], [`Workflow::send`], `dtmgrpc`'s `WorkflowGrpc::grpc`). Branch ids
+    /// are positional (`01`, `02`, ... in the order of `new_branch`), so the function must be
+    /// deterministic: its path may depend on its input and on recorded results only, not on
+    /// the clock or on reads made outside recorded steps.
     pub fn register<T, R, F, Fut>(&self, name: impl Into<String>, function: F) -> Result<()>
     where
         T: DeserializeOwned + Send + 'static,
@@ -401,8 +433,9 @@ impl<C: Transport> Workflows<C> {
                     input
                 };
                 let input: T = serde_json::from_slice(&input).map_err(|e| {
-                    // Not resumable: the same input fails again. FAILURE ends the workflow.
-                    Error::failure(format!("cannot decode {what} from JSON: {e}"))
+                    // Not a FAILURE: branches may be recorded already, with no compensation
+                    // registered; the workflow stays prepared until a fixed build resumes it.
+                    Error::InvalidArgument(format!("cannot decode {what} from JSON: {e}"))
                 })?;
                 let result = function(wf, input).await?;
                 serde_json::to_vec(&result).map_err(|e| Error::payload("the workflow result", e))
@@ -477,7 +510,19 @@ impl<C: Transport> Workflows<C> {
 
     /// [`Workflows::execute`] over raw bytes: the input as given, the result as recorded.
     /// The resume endpoints call this with what DTM sends.
+    ///
+    /// A workflow this process is executing already is not executed again at the same time:
+    /// the second call answers [`Error::Ongoing`] (DTM calls again later).
     pub async fn execute_bytes(&self, name: &str, gid: &str, input: Vec<u8>) -> Result<Vec<u8>> {
+        let Some(_running) = Running::enter(&self.inner.running, gid) else {
+            return Err(Error::ongoing(format!(
+                "workflow {gid} is being executed by this process already"
+            )));
+        };
+        self.execute_once(name, gid, input).await
+    }
+
+    async fn execute_once(&self, name: &str, gid: &str, input: Vec<u8>) -> Result<Vec<u8>> {
         let entry = read(&self.inner.entries)
             .get(name)
             .cloned()
@@ -728,6 +773,34 @@ impl<C: Transport> Workflow<C> {
             .on_rollback(move |wf| callback(wf, true))
     }
 
+    /// Registers both phase-2 callbacks of a step that owns its phase 2 (the barrier's local
+    /// XA step), beside any the user registered for the branch, as DTM's client does.
+    #[doc(hidden)]
+    pub fn add_step_phase2<F, G, FutF, FutG>(&self, commit: F, rollback: G) -> Result<()>
+    where
+        F: FnOnce(Workflow<C>) -> FutF + Send + 'static,
+        FutF: Future<Output = Result<()>> + Send + 'static,
+        G: FnOnce(Workflow<C>) -> FutG + Send + 'static,
+        FutG: Future<Output = Result<()>> + Send + 'static,
+    {
+        let mut state = lock(&self.inner.state);
+        if state.branch.is_empty() || state.op != Op::Action {
+            return Err(Error::InvalidArgument(
+                "a step with a phase 2 belongs to a branch: call new_branch() first (and not in \
+                 a phase-2 callback)"
+                    .into(),
+            ));
+        }
+        let branch = state.branch.clone();
+        state
+            .on_commit
+            .push((branch.clone(), Box::new(move |wf| Box::pin(commit(wf)))));
+        state
+            .on_rollback
+            .push((branch, Box::new(move |wf| Box::pin(rollback(wf)))));
+        Ok(())
+    }
+
     fn add_phase2(&self, commit: bool, callback: Phase2<C>) -> Result<&Self> {
         let mut state = lock(&self.inner.state);
         let branch = state.branch.clone();
@@ -867,7 +940,8 @@ impl<C: Transport> Workflow<C> {
             Err(e) if e.is_failure() => (BranchStatus::Failed, failure_message(e).into_bytes()),
             Err(_) => return Ok(()),
         };
-        self.inner
+        let recorded = self
+            .inner
             .client
             .register_workflow_step(WorkflowStep {
                 gid: &self.inner.gid,
@@ -876,7 +950,18 @@ impl<C: Transport> Workflow<C> {
                 status,
                 data: &data,
             })
-            .await
+            .await;
+        match recorded {
+            // DTM answers FAILURE when the workflow is no longer prepared: another run of it
+            // (DTM's resume call, a second execute) finished it. That is no business FAILURE:
+            // this run must not roll anything back.
+            Err(e) if e.is_failure() => Err(Error::other(format!(
+                "DTM refused to record {op} of branch {branch_id} of workflow {}: {e} (it is no \
+                 longer prepared: another run of it has ended it; read its outcome)",
+                self.inner.gid
+            ))),
+            other => other,
+        }
     }
 
     /// Runs the phase-2 callbacks in reverse order, skipping those already recorded.
@@ -905,8 +990,15 @@ impl<C: Transport> Workflow<C> {
             let outcome = callback(self.clone()).await;
             if let Err(e) = outcome {
                 if e.is_failure() {
+                    // Not the workflow's FAILURE: its outcome is decided; the callback is
+                    // retried when DTM resumes the workflow.
                     tracing::error!(gid = %self.inner.gid, branch, %op, error = %e,
                         "a phase-2 callback answered FAILURE; it is retried, never given up");
+                    return Err(Error::other(format!(
+                        "the {op} callback of branch {branch} answered FAILURE ({e}); phase-2 \
+                         callbacks are retried until they succeed, and the workflow stays \
+                         prepared until then"
+                    )));
                 }
                 return Err(e);
             }
