@@ -55,6 +55,7 @@ fn register(workflows: &Workflows, busi: &Busi) -> dtmcli::Result<()> {
     let addr = busi.addr().to_owned();
     workflows.register_bytes(
         "grpc_transfer",
+        // DTM's first resume call comes one second after the workflow was prepared.
         WorkflowOptions::new().retry_interval(Duration::from_secs(1)),
         move |wf: Workflow, input: Vec<u8>| {
             let addr = addr.clone();

@@ -37,7 +37,9 @@ fn register(workflows: &Workflows, bank: &Bank<Sqlite>) -> dtmcli::Result<()> {
     let bank = bank.clone();
     workflows.register_with(
         "transfer",
-        // DTM resumes an unfinished workflow one second after it stopped.
+        // DTM first calls the resume endpoint one second after the workflow was prepared if
+        // it has not ended by then (these runs take milliseconds; choose it well above the
+        // longest run of yours).
         WorkflowOptions::new().retry_interval(Duration::from_secs(1)),
         move |wf: Workflow, t: Transfer| {
             let bank = bank.clone();
