@@ -357,20 +357,9 @@ impl DtmClient {
             req = req.header(name, value);
         }
         tracing::debug!(url, gid = %info.gid, branch_id = %info.branch_id, op = %info.op, "branch call");
-        let resp = req.send().await.map_err(|cause| Error::Request {
-            url: strip_query(url),
-            cause,
-        })?;
-        let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(|cause| Error::Request {
-            url: strip_query(url),
-            cause,
-        })?;
+        let (status, body) = send_bytes(url, req).await?;
         answer::expect_success(&strip_query(url), status, &String::from_utf8_lossy(&body))?;
-        Ok(BranchResponse {
-            status,
-            body: body.to_vec(),
-        })
+        Ok(BranchResponse { status, body })
     }
 }
 
@@ -385,16 +374,20 @@ struct GidBody<'a> {
 }
 
 async fn send(url: &str, req: reqwest::RequestBuilder) -> Result<(u16, String)> {
-    let resp = req.send().await.map_err(|cause| Error::Request {
+    let (status, body) = send_bytes(url, req).await?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Sends `req` to `url` and reads the whole answer; a failure names `url` without its query.
+pub(crate) async fn send_bytes(url: &str, req: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>)> {
+    let failed = |cause| Error::Request {
         url: strip_query(url),
         cause,
-    })?;
+    };
+    let resp = req.send().await.map_err(failed)?;
     let status = resp.status().as_u16();
-    let text = resp.text().await.map_err(|cause| Error::Request {
-        url: strip_query(url),
-        cause,
-    })?;
-    Ok((status, text))
+    let body = resp.bytes().await.map_err(failed)?;
+    Ok((status, body.to_vec()))
 }
 
 /// Appends query pairs to a URL, keeping any query it already has.

@@ -331,16 +331,9 @@ impl Drop for Running<'_> {
 /// let () = workflows.execute("transfer", &gid, &Transfer { amount: 30 }).await?;
 /// # Ok(()) }
 /// ```
+#[derive(Clone)]
 pub struct Workflows<C> {
     inner: Arc<Registry<C>>,
-}
-
-impl<C> Clone for Workflows<C> {
-    fn clone(&self) -> Self {
-        Workflows {
-            inner: Arc::clone(&self.inner),
-        }
-    }
 }
 
 impl<C: fmt::Debug> fmt::Debug for Workflows<C> {
@@ -632,16 +625,9 @@ struct Shared<C> {
 /// The handle a workflow function receives: it opens branches, registers their phase-2
 /// callbacks, and makes the recorded calls. Cheap to clone (shared); the clones are the same
 /// workflow.
+#[derive(Clone)]
 pub struct Workflow<C> {
     inner: Arc<Shared<C>>,
-}
-
-impl<C> Clone for Workflow<C> {
-    fn clone(&self) -> Self {
-        Workflow {
-            inner: Arc::clone(&self.inner),
-        }
-    }
 }
 
 impl<C> fmt::Debug for Workflow<C> {
@@ -1043,7 +1029,9 @@ mod http {
                     .url_mut()
                     .query_pairs_mut()
                     .extend_pairs(info.query_pairs());
-                let (url, status, body) = send_request(&client, request).await?;
+                let url = crate::client::strip_query(request.url().as_str());
+                let request = reqwest::RequestBuilder::from_parts(client, request);
+                let (status, body) = crate::client::send_bytes(&url, request).await?;
                 match &self.inner.http_answer {
                     Some(decide) => decide(status, &body).map(|()| body),
                     None => judge(url, status, body),
@@ -1066,30 +1054,6 @@ mod http {
                 body: text(),
             }),
         }
-    }
-
-    async fn send_request(
-        client: &reqwest::Client,
-        request: reqwest::Request,
-    ) -> Result<(String, u16, Vec<u8>)> {
-        let url = crate::client::strip_query(request.url().as_str());
-        let response = client
-            .execute(request)
-            .await
-            .map_err(|cause| Error::Request {
-                url: url.clone(),
-                cause,
-            })?;
-        let status = response.status().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|cause| Error::Request {
-                url: url.clone(),
-                cause,
-            })?
-            .to_vec();
-        Ok((url, status, body))
     }
 }
 
