@@ -25,6 +25,9 @@ struct Plan {
     out: String,
     #[serde(default)]
     into: String,
+    /// The fault script of TransOutCompensate, for the workflows that use it.
+    #[serde(default)]
+    compensate: String,
 }
 
 async fn plan(out: &str, into: &str) -> (String, Plan) {
@@ -34,6 +37,7 @@ async fn plan(out: &str, into: &str) -> (String, Plan) {
         req: TransferReq::new(30, from, to),
         out: out.into(),
         into: into.into(),
+        compensate: String::new(),
     };
     (gid, plan)
 }
@@ -219,6 +223,23 @@ fn register_all(w: &Workflows) {
         send(&wf, "TransInTry", "", &p.req).await?;
         Ok(())
     })
+    .unwrap();
+
+    // A saga whose TransOutCompensate answers as scripted (`compensate`).
+    w.register(
+        "saga_compensate_script",
+        |wf: Workflow, p: Plan| async move {
+            let (req, script) = (p.req.clone(), p.compensate.clone());
+            wf.new_branch()?.on_rollback(move |wf| async move {
+                send(&wf, "TransOutCompensate", &script, &req).await
+            })?;
+            send(&wf, "TransOut", &p.out, &p.req).await?;
+            wf.new_branch()?
+                .on_rollback(callback("TransInCompensate", &p.req))?;
+            send(&wf, "TransIn", &p.into, &p.req).await?;
+            Ok(())
+        },
+    )
     .unwrap();
 
     // A binary local result (not UTF-8), replayed exactly over DTM's HTTP API.
@@ -633,6 +654,7 @@ async fn workflow_progress_survives_on_dtm_defaults() {
         req: TransferReq::new(30, from, to),
         out: String::new(),
         into: "ERROR".into(),
+        compensate: String::new(),
     };
     w.execute::<_, ()>("counted", &gid, &p).await.unwrap_err();
     let q = client.query(&gid).await.unwrap();
@@ -794,4 +816,37 @@ async fn workflow_binary_result_replays_exactly_over_http() {
         "the first run's bytes, replayed"
     );
     assert_eq!(counted(&gid, "binary"), 1);
+}
+
+/// A rollback interrupted by an erroring compensation is finished by the resume, which
+/// replays the recorded FAILURE of branch 02: its own compensation is still not called
+/// (`compensate_error_branch` is off), on the replay path too.
+#[tokio::test]
+async fn workflow_rollback_resumed_after_a_compensation_error() {
+    let (gid, mut p) = plan("", "FAILURE").await;
+    p.compensate = "ERROR".into();
+    let err = workflows()
+        .execute::<_, ()>("saga_compensate_script", &gid, &p)
+        .await
+        .unwrap_err();
+    assert!(
+        !err.is_failure(),
+        "the outcome is decided, the compensation retried: {err:?}"
+    );
+    let q = client().query(&gid).await.unwrap();
+    assert_eq!(q.transaction.unwrap().status, GlobalStatus::Prepared);
+    let q = wait_status(&gid, GlobalStatus::Failed).await;
+    let reason = q.transaction.unwrap().rollback_reason;
+    assert!(reason.contains("TransIn scripted to fail"), "{reason}");
+    assert_eq!(
+        calls(&gid),
+        [
+            call("TransOut", Op::Action, true),
+            call("TransIn", Op::Action, false),
+            call("TransOutCompensate", Op::Rollback, false),
+            // The resume: branch 02's FAILURE replayed, only branch 01 compensated.
+            call("TransOutCompensate", Op::Rollback, true),
+        ]
+    );
+    assert_balances(&p, 0, 0).await;
 }

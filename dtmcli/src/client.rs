@@ -279,6 +279,16 @@ impl DtmClient {
     }
 
     pub(crate) async fn post<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> Result<()> {
+        let (url, status, text) = self.post_json(path, body).await?;
+        answer::expect_success(&url, status, &text)
+    }
+
+    /// POSTs `body` as JSON to a route; returns the URL, the status and the answer's text.
+    async fn post_json<B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<(String, u16, String)> {
         let url = self.url(path);
         let body = serde_json::to_vec(body).map_err(|e| Error::payload(path, e))?;
         let req = self
@@ -286,7 +296,7 @@ impl DtmClient {
             .header(CONTENT_TYPE, "application/json")
             .body(body);
         let (status, text) = send(&url, req).await?;
-        answer::expect_success(&url, status, &text)
+        Ok((url, status, text))
     }
 
     /// A POST whose 200 body is decoded, judged by status alone like [`DtmClient::get`]
@@ -296,13 +306,7 @@ impl DtmClient {
         path: &str,
         body: &B,
     ) -> Result<T> {
-        let url = self.url(path);
-        let body = serde_json::to_vec(body).map_err(|e| Error::payload(path, e))?;
-        let req = self
-            .request(Method::POST, &url)
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
-        let (status, text) = send(&url, req).await?;
+        let (url, status, text) = self.post_json(path, body).await?;
         if status != 200 {
             answer::expect_success(&url, status, &text)?;
         }
