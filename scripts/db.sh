@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs (from Debian's packages, when missing) and starts the project's own MariaDB and
-# PostgreSQL servers on loopback, with data in the cache folder, for the barrier and XA tests.
+# Installs (from Debian's packages, when missing) and starts the project's own MariaDB,
+# PostgreSQL and Redis servers on loopback, with data in the cache folder, for the barrier and
+# XA tests.
 #
 #   scripts/db.sh start   install if needed, start both (idempotent), print the URLs
 #   scripts/db.sh stop    stop both
@@ -11,14 +12,18 @@
 #   DTM_SDK_DB_DIR  data folder (default /var/tmp/dtm-rs-db: the servers' own users must be
 #                   able to reach it, which rules out root's home)
 #   MARIADB_PORT    default 13306      POSTGRES_PORT   default 15432
+#   REDIS_PORT      default 16379
 #
-# The tests read DTM_TEST_MYSQL_URL and DTM_TEST_POSTGRES_URL (as printed by `env`).
+# The tests read DTM_TEST_MYSQL_URL, DTM_TEST_POSTGRES_URL and DTM_TEST_REDIS_URL (as printed
+# by `env`).
 # PostgreSQL runs with max_prepared_transactions > 0, which XA needs.
 set -euo pipefail
 
 db_root="${DTM_SDK_DB_DIR:-/var/tmp/dtm-rs-db}"
 my_port="${MARIADB_PORT:-13306}"
 pg_port="${POSTGRES_PORT:-15432}"
+redis_port="${REDIS_PORT:-16379}"
+redis_dir="$db_root/redis"
 my_dir="$db_root/mariadb"
 pg_dir="$db_root/postgres"
 my_sock="$my_dir/mysqld.sock"
@@ -33,6 +38,7 @@ install_packages() {
   local missing=()
   command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server mariadb-client)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql postgresql-client)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -45,6 +51,23 @@ pg_bin() { ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1; }
 
 mysql_url() { echo "mysql://dtm:dtm@127.0.0.1:$my_port/dtm_busi"; }
 pg_url() { echo "postgres://postgres@127.0.0.1:$pg_port/postgres"; }
+redis_url() { echo "redis://127.0.0.1:$redis_port/"; }
+
+start_redis() {
+  mkdir -p "$redis_dir"
+  if ! redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
+    log "starting Redis on 127.0.0.1:$redis_port"
+    redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$redis_dir" --save "" \
+      --appendonly no --daemonize yes --pidfile "$redis_dir/redis.pid" \
+      --logfile "$redis_dir/server.log" >&2
+    for _ in $(seq 1 100); do
+      redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+    redis-cli -p "$redis_port" ping >/dev/null 2>&1 \
+      || { log "Redis did not start"; tail -n 30 "$redis_dir/server.log" >&2; exit 1; }
+  fi
+}
 
 start_mariadb() {
   mkdir -p "$my_dir"
@@ -127,12 +150,15 @@ case "${1:-start}" in
     install_packages
     start_mariadb
     start_postgres
+    start_redis
     echo "DTM_TEST_MYSQL_URL=$(mysql_url)"
     echo "DTM_TEST_POSTGRES_URL=$(pg_url)"
+    echo "DTM_TEST_REDIS_URL=$(redis_url)"
     ;;
   stop)
     mariadb-admin --socket="$my_sock" -uroot shutdown 2>/dev/null || true
     as_user postgres "$(pg_bin)/pg_ctl" -D "$pg_dir/data" -m fast stop >/dev/null 2>&1 || true
+    redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
     ;;
   clean)
     clean_mariadb
@@ -141,6 +167,7 @@ case "${1:-start}" in
   env)
     echo "export DTM_TEST_MYSQL_URL=$(mysql_url)"
     echo "export DTM_TEST_POSTGRES_URL=$(pg_url)"
+    echo "export DTM_TEST_REDIS_URL=$(redis_url)"
     ;;
   *)
     echo "usage: $0 start|stop|clean|env" >&2

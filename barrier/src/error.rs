@@ -34,6 +34,11 @@ pub enum Error {
     /// A DTM protocol or client error.
     #[error(transparent)]
     Dtm(#[from] dtmcli::Error),
+
+    /// A Redis command failed (the Redis barrier, feature `redis`).
+    #[cfg(feature = "redis")]
+    #[error("barrier Redis error: {0}")]
+    Redis(#[from] redis::RedisError),
 }
 
 /// Database errors become [`dtmcli::Error::Other`] (a branch answers 500 and DTM retries);

@@ -34,6 +34,8 @@ mod error;
 #[cfg(feature = "layer")]
 mod layer;
 mod msg;
+#[cfg(feature = "redis")]
+mod redis_barrier;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 mod workflow;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
@@ -54,5 +56,7 @@ pub use layer::{
     DEFAULT_BODY_LIMIT,
 };
 pub use msg::MsgTx;
+#[cfg(feature = "redis")]
+pub use redis_barrier::{redis_barrier_key, RedisBarrier, RedisBranch, DEFAULT_REDIS_EXPIRE};
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 pub use xa::{XaDatabase, XaStep, Xid};
