@@ -1,5 +1,6 @@
 //! Requests/s of a branch handler protected by the sub-transaction barrier versus the same
-//! handler with a bare local transaction, on SQLite, MariaDB and PostgreSQL.
+//! handler with a bare local transaction, on SQLite, MariaDB and PostgreSQL; with the `redis`
+//! feature, an amount change through the Redis barrier versus a bare `INCRBY` (group `redis`).
 //!
 //! Each database gets a criterion group named after it with three benchmarks. Every iteration
 //! is one request (or call), one after the other, so requests/s is one client's rate
@@ -366,6 +367,70 @@ fn database_url<DB: BenchDb>(var: &str) -> Option<String> {
     }
 }
 
+/// The Redis group (feature `redis`, `DTM_TEST_REDIS_URL`): `bare` is a plain `INCRBY` of
+/// one key, `barrier_call` the same change through `RedisBranch::adjust_amount` with a fresh
+/// gid (one Lua script: the checks, the barrier key, the change).
+#[cfg(feature = "redis")]
+fn redis(c: &mut Criterion, rt: &Runtime) {
+    let url = match std::env::var("DTM_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            println!("redis: not run: DTM_TEST_REDIS_URL is not set (scripts/db.sh start; eval \"$(scripts/db.sh env)\")");
+            return;
+        }
+    };
+    let conn = rt.block_on(async {
+        redis::Client::open(url.as_str())?
+            .get_connection_manager()
+            .await
+    });
+    let mut conn = match conn {
+        Ok(conn) => conn,
+        Err(e) => {
+            println!("redis: not run: cannot connect to {url}: {e}");
+            return;
+        }
+    };
+    let key = format!("{GID_PREFIX}redis-{}", std::process::id());
+    rt.block_on(async {
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(1_000_000_000_i64)
+            .query_async::<()>(&mut conn)
+            .await
+    })
+    .expect("set the benchmark key");
+    let barrier = dtm_barrier::RedisBarrier::new(conn.clone()).expire(Duration::from_secs(600));
+    let mut group = c.benchmark_group("redis");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("bare", |b| {
+        b.to_async(rt).iter(|| {
+            let (mut conn, key) = (conn.clone(), key.clone());
+            async move {
+                redis::cmd("INCRBY")
+                    .arg(&key)
+                    .arg(-1)
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .expect("INCRBY")
+            }
+        });
+    });
+    group.bench_function("barrier_call", |b| {
+        b.to_async(rt).iter(|| {
+            let (barrier, key) = (barrier.clone(), key.clone());
+            async move {
+                barrier
+                    .branch(branch_info(next_gid()))
+                    .adjust_amount(&key, -1)
+                    .await
+                    .expect("adjust through the barrier")
+            }
+        });
+    });
+    group.finish();
+}
+
 fn barrier_vs_bare(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -374,6 +439,8 @@ fn barrier_vs_bare(c: &mut Criterion) {
     sqlite(c, &rt);
     mariadb(c, &rt);
     postgres(c, &rt);
+    #[cfg(feature = "redis")]
+    redis(c, &rt);
 }
 
 fn main() {
