@@ -485,3 +485,38 @@ async fn redis_torture() {
         expected.len()
     );
 }
+
+/// With `cluster_hash_tags`, the barrier keys carry the amount key as a hash tag (one slot for
+/// the script's keys) and behave the same: a null compensation, then the late action changes
+/// nothing.
+#[tokio::test]
+async fn redis_cluster_hash_tags_name_the_keys_after_the_amount_key() {
+    let (gid, m) = setup(100).await;
+    let barrier = RedisBarrier::new(conn().await).cluster_hash_tags(true);
+    let info = |op| BranchInfo {
+        gid: gid.clone(),
+        trans_type: TransType::Saga,
+        branch_id: "01".into(),
+        op,
+        dtm: None,
+        phase2_url: None,
+    };
+    barrier
+        .branch(info(Op::Compensate))
+        .adjust_amount(&m.from, 30)
+        .await
+        .unwrap();
+    barrier
+        .branch(info(Op::Action))
+        .adjust_amount(&m.from, -30)
+        .await
+        .unwrap();
+    assert_eq!(amounts(&m).await, (100, 0));
+    let mut c = conn().await;
+    let tagged = |op: &str| format!("{{{}}}:{}", m.from, redis_barrier_key(&gid, "01", op, "01"));
+    let action: Option<String> = c.get(tagged("action")).await.unwrap();
+    let compensate: Option<String> = c.get(tagged("compensate")).await.unwrap();
+    assert_eq!(action.as_deref(), Some("rollback"));
+    assert_eq!(compensate.as_deref(), Some("op"));
+    assert_eq!(key(&gid, "01", "action").await, None, "no untagged key");
+}

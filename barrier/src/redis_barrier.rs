@@ -95,12 +95,14 @@ fn redis_origin(op: Op) -> Option<Op> {
 pub struct RedisBarrier {
     conn: ConnectionManager,
     expire: u64,
+    hash_tags: bool,
 }
 
 impl std::fmt::Debug for RedisBarrier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBarrier")
             .field("expire_seconds", &self.expire)
+            .field("hash_tags", &self.hash_tags)
             .finish_non_exhaustive()
     }
 }
@@ -111,7 +113,20 @@ impl RedisBarrier {
         RedisBarrier {
             conn,
             expire: DEFAULT_REDIS_EXPIRE.as_secs(),
+            hash_tags: false,
         }
+    }
+
+    /// For Redis Cluster: prefixes the barrier keys of an amount change with the amount key as
+    /// a hash tag, `{<key>}:<gid>-<branch_id>-<op>-<barrier_id>`, so that the script's keys
+    /// live in the amount key's slot (an amount key holding `{...}` itself must not be used).
+    /// Off by default: it changes the key names, which then differ from DTM's own client, so
+    /// Go resource managers no longer share the barrier. The message query's single key is
+    /// never tagged.
+    #[must_use]
+    pub fn cluster_hash_tags(mut self, on: bool) -> Self {
+        self.hash_tags = on;
+        self
     }
 
     /// How long barrier keys live (whole seconds, at least one).
@@ -203,14 +218,26 @@ impl RedisBranch {
         let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let barrier_id = format!("{n:02}");
         let info = &self.info;
-        let op_key = redis_barrier_key(&info.gid, &info.branch_id, info.op.as_str(), &barrier_id);
+        let tagged = |name: String| {
+            if self.barrier.hash_tags {
+                format!("{{{key}}}:{name}")
+            } else {
+                name
+            }
+        };
+        let op_key = tagged(redis_barrier_key(
+            &info.gid,
+            &info.branch_id,
+            info.op.as_str(),
+            &barrier_id,
+        ));
         let origin = redis_origin(info.op);
-        let origin_key = redis_barrier_key(
+        let origin_key = tagged(redis_barrier_key(
             &info.gid,
             &info.branch_id,
             origin.map_or("", Op::as_str),
             &barrier_id,
-        );
+        ));
         let answer: Option<String> = redis::Script::new(CHECK_ADJUST_AMOUNT)
             .key(key)
             .key(&op_key)
