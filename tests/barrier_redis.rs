@@ -107,6 +107,18 @@ fn service() -> &'static str {
     })
 }
 
+/// The branch info of branch `01` of `gid`, as DTM would send it.
+fn branch(gid: &str, trans_type: TransType, op: Op) -> BranchInfo {
+    BranchInfo {
+        gid: gid.to_owned(),
+        trans_type,
+        branch_id: "01".into(),
+        op,
+        dtm: None,
+        phase2_url: None,
+    }
+}
+
 fn url(route: &str) -> String {
     format!("{}/{route}", service())
 }
@@ -206,14 +218,7 @@ async fn redis_saga_rollback_after_a_taken_amount() {
 async fn redis_tcc_cancel_before_try_then_the_late_try_does_nothing() {
     let (gid, m) = setup(100).await;
     let barrier = RedisBarrier::new(conn().await);
-    let info = |op| BranchInfo {
-        gid: gid.clone(),
-        trans_type: TransType::Tcc,
-        branch_id: "01".into(),
-        op,
-        dtm: None,
-        phase2_url: None,
-    };
+    let info = |op| branch(&gid, TransType::Tcc, op);
     barrier
         .branch(info(Op::Cancel))
         .adjust_amount(&m.from, 30)
@@ -358,14 +363,7 @@ async fn redis_msg_do_and_submit() {
 async fn redis_barrier_keys_expire_as_configured() {
     let (gid, m) = setup(100).await;
     let barrier = RedisBarrier::new(conn().await).expire(Duration::from_secs(600));
-    let info = BranchInfo {
-        gid: gid.clone(),
-        trans_type: TransType::Saga,
-        branch_id: "01".into(),
-        op: Op::Action,
-        dtm: None,
-        phase2_url: None,
-    };
+    let info = branch(&gid, TransType::Saga, Op::Action);
     let branch = barrier.branch(info);
     branch.adjust_amount(&m.from, -1).await.unwrap();
     branch.adjust_amount(&m.from, -2).await.unwrap();
@@ -451,14 +449,7 @@ async fn redis_torture() {
             let _slot = limit.acquire().await.unwrap();
             for phase in phases {
                 futures_util::future::join_all(phase.into_iter().map(|(op, trans_type, into)| {
-                    let info = BranchInfo {
-                        gid: gid.clone(),
-                        trans_type,
-                        branch_id: "01".into(),
-                        op,
-                        dtm: None,
-                        phase2_url: None,
-                    };
+                    let info = branch(&gid, trans_type, op);
                     let (k, delta) = match (into, op.is_compensation()) {
                         (true, _) => (&to, amount),
                         (false, true) => (&from, amount),
@@ -493,14 +484,7 @@ async fn redis_torture() {
 async fn redis_cluster_hash_tags_name_the_keys_after_the_amount_key() {
     let (gid, m) = setup(100).await;
     let barrier = RedisBarrier::new(conn().await).cluster_hash_tags(true);
-    let info = |op| BranchInfo {
-        gid: gid.clone(),
-        trans_type: TransType::Saga,
-        branch_id: "01".into(),
-        op,
-        dtm: None,
-        phase2_url: None,
-    };
+    let info = |op| branch(&gid, TransType::Saga, op);
     barrier
         .branch(info(Op::Compensate))
         .adjust_amount(&m.from, 30)
