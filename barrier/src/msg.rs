@@ -156,7 +156,7 @@ impl<DB: BarrierDatabase, M: TwoPhaseMsg> MsgTx<DB, M> {
 }
 
 /// The branch info of a message's local transaction: branch `00`, op `msg`.
-fn msg_branch_info(gid: &str) -> BranchInfo {
+pub(crate) fn msg_branch_info(gid: &str) -> BranchInfo {
     BranchInfo {
         gid: gid.to_owned(),
         trans_type: TransType::Msg,

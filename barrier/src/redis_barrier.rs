@@ -17,7 +17,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use dtmcli::{BranchInfo, Op, TransType, TwoPhaseMsg, QUERY_PREPARED_BRANCH_ID};
+use dtmcli::{BranchInfo, Op, TwoPhaseMsg, QUERY_PREPARED_BRANCH_ID};
 use redis::aio::ConnectionManager;
 
 use crate::Error;
@@ -177,14 +177,7 @@ impl RedisBarrier {
         key: &str,
         amount: i64,
     ) -> Result<(), Error> {
-        let branch = self.branch(BranchInfo {
-            gid: msg.msg_gid().to_owned(),
-            trans_type: TransType::Msg,
-            branch_id: QUERY_PREPARED_BRANCH_ID.to_owned(),
-            op: Op::Msg,
-            dtm: None,
-            phase2_url: None,
-        });
+        let branch = self.branch(crate::msg::msg_branch_info(msg.msg_gid()));
         let local = async move {
             branch
                 .adjust_amount(key, amount)
