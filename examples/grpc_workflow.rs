@@ -21,59 +21,35 @@ use anyhow::Context;
 use busi::{Busi, BusiReq, INITIAL_BALANCE};
 use dtmcli::model::WorkflowOptions;
 use dtmcli::{DtmClient, Outcome};
-use dtmgrpc::tonic::transport::{server::TcpIncoming, Endpoint, Server};
-use dtmgrpc::{tonic, tonic_prost, DtmGrpcClient, Workflow, WorkflowGrpc as _, Workflows};
-
-/// Calls `method` of the business service. A generated tonic client does the same in one
-/// line (`client.trans_out(request).await`); the example service is hand-written.
-async fn call(
-    addr: String,
-    method: &'static str,
-    request: tonic::Request<BusiReq>,
-) -> Result<tonic::Response<()>, tonic::Status> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
-        .connect_lazy();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let path = format!("/busi.Busi/{method}")
-        .parse()
-        .expect("a valid method path");
-    grpc.unary(
-        request,
-        path,
-        tonic_prost::ProstCodec::<BusiReq, ()>::default(),
-    )
-    .await
-}
+use dtmgrpc::tonic::transport::{server::TcpIncoming, Server};
+use dtmgrpc::{DtmGrpcClient, Workflow, WorkflowGrpc as _, Workflows};
 
 /// Registers the workflow: branch 01 takes the money from alice, branch 02 gives it to bob,
 /// each with its compensation. The input is the request's protobuf bytes.
 fn register(workflows: &Workflows, busi: &Busi) -> dtmcli::Result<()> {
-    let addr = busi.addr().to_owned();
+    // One channel, made at start-up and cloned into each call.
+    let channel = busi::channel(busi.addr());
     workflows.register_bytes(
         "grpc_transfer",
         // DTM's first resume call comes one second after the workflow was prepared.
         WorkflowOptions::new().retry_interval(Duration::from_secs(1)),
         move |wf: Workflow, input: Vec<u8>| {
-            let addr = addr.clone();
+            let channel = channel.clone();
             async move {
                 let req: BusiReq = dtmgrpc::prost::Message::decode(input.as_slice())
                     .map_err(|e| dtmcli::Error::failure(format!("bad input: {e}")))?;
-                let (a, r) = (addr.clone(), req.clone());
+                let (c, r) = (channel.clone(), req.clone());
                 wf.new_branch()?.on_rollback(move |wf| async move {
-                    wf.grpc(r, |q| call(a, "TransOutRevert", q)).await
+                    wf.grpc(r, |q| busi::call(c, "TransOutRevert", q)).await
                 })?;
-                wf.grpc(req.clone(), |q| call(addr.clone(), "TransOut", q))
+                wf.grpc(req.clone(), |q| busi::call(channel.clone(), "TransOut", q))
                     .await?;
 
-                let (a, r) = (addr.clone(), req.clone());
+                let (c, r) = (channel.clone(), req.clone());
                 wf.new_branch()?.on_rollback(move |wf| async move {
-                    wf.grpc(r, |q| call(a, "TransInRevert", q)).await
+                    wf.grpc(r, |q| busi::call(c, "TransInRevert", q)).await
                 })?;
-                wf.grpc(req, |q| call(addr, "TransIn", q)).await?;
+                wf.grpc(req, |q| busi::call(channel, "TransIn", q)).await?;
                 Ok(Vec::new())
             }
         },

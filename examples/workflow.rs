@@ -35,6 +35,8 @@ struct Transfer {
 /// back: the resume endpoint finds the function by name.
 fn register(workflows: &Workflows, bank: &Bank<Sqlite>) -> dtmcli::Result<()> {
     let bank = bank.clone();
+    // One HTTP client for every call (it pools connections), made at start-up.
+    let http = reqwest::Client::new();
     workflows.register_with(
         "transfer",
         // DTM first calls the resume endpoint one second after the workflow was prepared if
@@ -42,17 +44,16 @@ fn register(workflows: &Workflows, bank: &Bank<Sqlite>) -> dtmcli::Result<()> {
         // longest run of yours).
         WorkflowOptions::new().retry_interval(Duration::from_secs(1)),
         move |wf: Workflow, t: Transfer| {
-            let bank = bank.clone();
+            let (bank, http) = (bank.clone(), http.clone());
             async move {
-                let http = reqwest::Client::new();
                 let req = &t.req;
 
                 // Branch 01: money leaves alice. Its compensation is registered first: DTM
                 // runs it if the workflow fails later on.
-                let (b, r) = (bank.clone(), req.clone());
+                let (b, h, r) = (bank.clone(), http.clone(), req.clone());
                 wf.new_branch()?.on_rollback(move |wf| async move {
                     let url = b.url("TransOutCompensate", "");
-                    wf.send(reqwest::Client::new().post(url).json(&r)).await?;
+                    wf.send(h.post(url).json(&r)).await?;
                     Ok(())
                 })?;
                 wf.send(http.post(bank.url("TransOut", "")).json(req))
@@ -60,10 +61,10 @@ fn register(workflows: &Workflows, bank: &Bank<Sqlite>) -> dtmcli::Result<()> {
 
                 // Branch 02: money arrives at bob. A FAILURE here rolls branch 01 back; an
                 // error leaves the workflow for DTM to resume, without calling TransOut again.
-                let (b, r) = (bank.clone(), req.clone());
+                let (b, h, r) = (bank.clone(), http.clone(), req.clone());
                 wf.new_branch()?.on_rollback(move |wf| async move {
                     let url = b.url("TransInCompensate", "");
-                    wf.send(reqwest::Client::new().post(url).json(&r)).await?;
+                    wf.send(h.post(url).json(&r)).await?;
                     Ok(())
                 })?;
                 wf.send(http.post(bank.url("TransIn", &t.trans_in_script)).json(req))

@@ -6,42 +6,24 @@
 mod grpc_support;
 mod support;
 
-use std::str::FromStr;
 use std::sync::OnceLock;
 
 use dtmcli::{BranchStatus, GlobalStatus, Op};
-use dtmgrpc::tonic::codegen::http::uri::PathAndQuery;
-use dtmgrpc::tonic::transport::Endpoint;
-use dtmgrpc::{tonic, tonic_prost, DtmGrpcClient, Workflow, WorkflowGrpc as _, Workflows};
+use dtmgrpc::{tonic, DtmGrpcClient, Workflow, WorkflowGrpc as _, Workflows};
 use grpc_support::busi::{Answer, BusiReq, INITIAL_BALANCE};
 use grpc_support::{busi, grpc_addr};
 use support::busi::Ledger;
 use support::{accounts, bank, client, wait_status, S};
 
-/// Calls method `method` of the gRPC business service with `request`.
-async fn call_busi(
-    method: &'static str,
-    request: tonic::Request<BusiReq>,
-) -> Result<tonic::Response<()>, tonic::Status> {
-    let channel = Endpoint::from_shared(format!("http://{}", busi().addr()))
-        .expect("busi address")
-        .connect_lazy();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let path = PathAndQuery::from_str(&format!("/busi.Busi/{method}")).unwrap();
-    grpc.unary(
-        request,
-        path,
-        tonic_prost::ProstCodec::<BusiReq, ()>::default(),
-    )
-    .await
-}
+/// The channel to the gRPC business service, made once on the registry's runtime (where the
+/// workflows run), which outlives every test.
+static BUSI_CHANNEL: OnceLock<tonic::transport::Channel> = OnceLock::new();
 
 /// The recorded call of `method` with `req`.
 async fn grpc(wf: &Workflow, method: &'static str, req: &BusiReq) -> dtmgrpc::Result<()> {
-    wf.grpc(req.clone(), |r| call_busi(method, r)).await
+    let channel = BUSI_CHANNEL.get().expect("the registry made it").clone();
+    wf.grpc(req.clone(), |r| busi::call(channel, method, r))
+        .await
 }
 
 fn revert(
@@ -180,6 +162,7 @@ fn registry() -> &'static (Workflows, tokio::runtime::Handle) {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = listener.local_addr().unwrap().to_string();
                 let client = DtmGrpcClient::builder(dtm).http_api(api).build().unwrap();
+                let _ = BUSI_CHANNEL.set(busi::channel(busi().addr()));
                 let w = Workflows::new(client, dtmgrpc::workflow_callback(&addr));
                 register_all(&w);
                 tx.send((w.clone(), tokio::runtime::Handle::current()))

@@ -17,7 +17,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use dtmcli::{BranchStatus, DtmClient, GlobalStatus, Op, Workflow, Workflows};
-use dtmgrpc::{tonic, tonic_prost};
+use dtmgrpc::tonic;
 use grpc_support::busi::BusiReq;
 use serde::{Deserialize, Serialize};
 use support::busi::TransferReq;
@@ -63,48 +63,31 @@ fn register(w: &Workflows, bank: &str, hang: bool) {
 /// The gRPC twin of [`register`]: the branches are gRPC calls to the business service.
 fn register_grpc(w: &dtmgrpc::Workflows, busi: &str, hang: bool) {
     use dtmgrpc::WorkflowGrpc as _;
-    let busi = busi.to_owned();
+    // One channel for every call, made at start-up on the process's runtime.
+    let channel = grpc_support::busi::channel(busi);
     w.register(
         "crash_transfer",
         move |wf: dtmgrpc::Workflow, req: TransferReq| {
-            let busi = busi.clone();
+            let channel = channel.clone();
             async move {
                 let req = BusiReq::new(req.amount, req.from, req.to);
                 wf.new_branch()?;
-                wf.grpc(req.clone(), |r| call_busi(&busi, "TransOut", r))
-                    .await?;
+                wf.grpc(req.clone(), |r| {
+                    grpc_support::busi::call(channel.clone(), "TransOut", r)
+                })
+                .await?;
                 if hang {
                     eprintln!("worker: branch 01 recorded, hanging");
                     std::future::pending::<()>().await;
                 }
                 wf.new_branch()?;
-                wf.grpc(req, |r| call_busi(&busi, "TransIn", r)).await?;
+                wf.grpc(req, |r| grpc_support::busi::call(channel, "TransIn", r))
+                    .await?;
                 Ok(())
             }
         },
     )
     .expect("register");
-}
-
-async fn call_busi(
-    addr: &str,
-    method: &str,
-    request: tonic::Request<BusiReq>,
-) -> Result<tonic::Response<()>, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("busi address")
-        .connect_lazy();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let path = format!("/busi.Busi/{method}").parse().unwrap();
-    grpc.unary(
-        request,
-        path,
-        tonic_prost::ProstCodec::<BusiReq, ()>::default(),
-    )
-    .await
 }
 
 /// The gRPC twin of [`child`].

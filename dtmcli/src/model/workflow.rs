@@ -312,19 +312,22 @@ impl Drop for Running<'_> {
 ///
 /// let busi = "http://localhost:8081/api/busi";
 /// let workflows = Workflows::new(dtm.clone(), "http://localhost:8081/api/workflow/resume");
-/// workflows.register("transfer", move |wf, req: Transfer| async move {
-///     let http = reqwest::Client::new();
-///     // Branch 01: its compensation is registered before its action runs.
-///     let r = req.clone();
-///     wf.new_branch()?.on_rollback(move |wf| async move {
-///         wf.send(reqwest::Client::new().post(format!("{busi}/TransOutCompensate")).json(&r)).await?;
+/// let http = reqwest::Client::new(); // one client for every call, made at start-up
+/// workflows.register("transfer", move |wf, req: Transfer| {
+///     let http = http.clone();
+///     async move {
+///         // Branch 01: its compensation is registered before its action runs.
+///         let (h, r) = (http.clone(), req.clone());
+///         wf.new_branch()?.on_rollback(move |wf| async move {
+///             wf.send(h.post(format!("{busi}/TransOutCompensate")).json(&r)).await?;
+///             Ok(())
+///         })?;
+///         wf.send(http.post(format!("{busi}/TransOut")).json(&req)).await?;
+///         // Branch 02.
+///         wf.new_branch()?;
+///         wf.send(http.post(format!("{busi}/TransIn")).json(&req)).await?;
 ///         Ok(())
-///     })?;
-///     wf.send(http.post(format!("{busi}/TransOut")).json(&req)).await?;
-///     // Branch 02.
-///     wf.new_branch()?;
-///     wf.send(http.post(format!("{busi}/TransIn")).json(&req)).await?;
-///     Ok(())
+///     }
 /// })?;
 ///
 /// let gid = dtm.new_gid().await?;

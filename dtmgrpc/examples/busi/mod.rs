@@ -383,3 +383,33 @@ pub fn serve(
         .add_service(busi)
         .serve_with_incoming(incoming))
 }
+
+/// Calls `method` of the service over `channel` (create the channel once and clone it: it is
+/// cheap to clone and shares its connection). A generated tonic client does the same in one
+/// line (`client.trans_out(request).await`); this service is hand-written, so it has none.
+pub async fn call(
+    channel: tonic::transport::Channel,
+    method: &str,
+    request: Request<BusiReq>,
+) -> Result<Response<()>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let path = format!("/{SERVICE}/{method}")
+        .parse()
+        .map_err(|_| Status::invalid_argument(format!("bad method name {method:?}")))?;
+    grpc.unary(
+        request,
+        path,
+        tonic_prost::ProstCodec::<BusiReq, ()>::default(),
+    )
+    .await
+}
+
+/// A lazily connecting channel to the service at `addr` (`host:port`).
+pub fn channel(addr: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a valid service address")
+        .connect_lazy()
+}
